@@ -1,0 +1,125 @@
+"""Decoder-only transformer LM whose feed-forward is dense or MoE (nanoGPT in spirit).
+
+RMSNorm pre-norm blocks, rotary position embeddings, QK-norm (as in Abnar et al. 2025),
+causal attention through scaled_dot_product_attention. Shapes: B batch, S sequence,
+H heads, Dh head dim, D width, V vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.config import ModelConfig
+from models.moe import DenseMLP, FFNAux, MoE
+
+
+def rotary_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles_SH = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
+    return angles_SH.cos().float(), angles_SH.sin().float()
+
+
+def apply_rotary(x_BSHD: torch.Tensor, cos_SH: torch.Tensor, sin_SH: torch.Tensor) -> torch.Tensor:
+    S = x_BSHD.shape[1]
+    cos = cos_SH[:S, None, :].to(x_BSHD.dtype)
+    sin = sin_SH[:S, None, :].to(x_BSHD.dtype)
+    x1, x2 = x_BSHD[..., 0::2], x_BSHD[..., 1::2]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        D = cfg.d_model
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.wq = nn.Linear(D, D, bias=False)
+        self.wk = nn.Linear(D, D, bias=False)
+        self.wv = nn.Linear(D, D, bias=False)
+        self.wo = nn.Linear(D, D, bias=False)
+        # QK-norm: RMSNorm over each head's query/key, which keeps attention logits bounded.
+        self.q_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else nn.Identity()
+
+    def forward(self, x_BSD, cos_SH, sin_SH):
+        B, S, D = x_BSD.shape
+        shape = (B, S, self.n_heads, self.head_dim)
+        q = apply_rotary(self.q_norm(self.wq(x_BSD).view(shape)), cos_SH, sin_SH)
+        k = apply_rotary(self.k_norm(self.wk(x_BSD).view(shape)), cos_SH, sin_SH)
+        v = self.wv(x_BSD).view(shape)
+        y_BHSD = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
+        )
+        return self.wo(y_BHSD.transpose(1, 2).reshape(B, S, D))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        glu = cfg.moe.expert_type == "glu"
+        self.ffn = DenseMLP(cfg.d_model, cfg.d_ff, glu) if cfg.moe.is_dense else MoE(cfg)
+
+    def forward(self, x_BSD, cos_SH, sin_SH) -> tuple[torch.Tensor, FFNAux]:
+        x_BSD = x_BSD + self.attn(self.attn_norm(x_BSD), cos_SH, sin_SH)
+        h_BSD, aux = self.ffn(self.ffn_norm(x_BSD))
+        return x_BSD + h_BSD, aux
+
+
+@dataclass
+class LMOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None  # cross-entropy (nats/token), without auxiliary losses
+    aux_loss: torch.Tensor  # sum over layers of the weighted router losses
+    aux: list[FFNAux]
+
+
+class MoETransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        cos, sin = rotary_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
+        self.register_buffer("cos_SH", cos, persistent=False)
+        self.register_buffer("sin_SH", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.cfg.init_std
+        # Residual-branch outputs are scaled down with depth (GPT-2) so the residual stream's
+        # variance does not grow with n_layers.
+        out_std = std / math.sqrt(2 * self.cfg.n_layers)
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                nn.init.ones_(p)  # norm weights
+            elif name.endswith(("wo.weight", "w2_FD", "w2_EFD")):
+                nn.init.normal_(p, std=out_std)
+            else:
+                nn.init.normal_(p, std=std)
+
+    def forward(self, idx_BS: torch.Tensor, targets_BS: torch.Tensor | None = None) -> LMOutput:
+        x = self.tok_emb(idx_BS)
+        aux_list = []
+        for block in self.blocks:
+            x, aux = block(x, self.cos_SH, self.sin_SH)
+            aux_list.append(aux)
+        logits_BSV = self.lm_head(self.norm(x))
+        loss = None
+        if targets_BS is not None:
+            loss = F.cross_entropy(
+                logits_BSV.float().view(-1, logits_BSV.shape[-1]), targets_BS.reshape(-1)
+            )
+        aux_loss = torch.stack([a.aux_loss for a in aux_list]).sum()
+        return LMOutput(logits_BSV, loss, aux_loss, aux_list)
