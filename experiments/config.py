@@ -97,7 +97,7 @@ class TrainConfig:
     train: LoopConfig = field(default_factory=LoopConfig)
     run: RunConfig = field(default_factory=RunConfig)
     seed: int = 0
-    sweep: str | None = None
+    sweep_name: str | None = None
 
     # -- derived quantities (the budget defines the run) --
     @property
@@ -130,10 +130,12 @@ def _build(cls, section: str, values: dict | None, **extra):
     return cls(**values, **extra)
 
 
-def from_dict(cfg: dict) -> TrainConfig:
-    """Build and validate a TrainConfig from a resolved plain dict (Hydra's config)."""
+def from_dict(cfg: dict, check_steps: bool = True) -> TrainConfig:
+    """Build and validate a TrainConfig from a resolved plain dict (Hydra's config).
+
+    ``check_steps=False`` lets the planner size candidates that its budget cannot afford."""
     cfg = dict(cfg)
-    allowed = {"model", "moe", "data", "optim", "budget", "train", "run", "seed", "sweep"}
+    allowed = {"model", "moe", "data", "optim", "budget", "train", "run", "seed", "sweep_name"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise ConfigError(f"unknown top-level config key(s) {unknown}")
@@ -155,9 +157,10 @@ def from_dict(cfg: dict) -> TrainConfig:
         train=_build(LoopConfig, "train", cfg.get("train")),
         run=_build(RunConfig, "run", cfg.get("run")),
         seed=int(cfg.get("seed", 0)),
-        sweep=cfg.get("sweep"),
+        sweep_name=cfg.get("sweep_name"),
     )
-    check_budget(tc)
+    if check_steps:
+        check_budget(tc)
     return tc
 
 

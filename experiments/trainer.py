@@ -243,7 +243,7 @@ def base_summary(tc: TrainConfig, rid: str) -> dict:
     acc = account(tc.model)
     m = tc.model
     return {
-        "run_id": rid, "status": None, "reason": None, "sweep": tc.sweep,
+        "run_id": rid, "status": None, "reason": None, "sweep": tc.sweep_name,
         "budget_flops": tc.budget.flops, "flops": 0, "tokens": 0, "steps": 0,
         "planned_steps": tc.steps, "sparsity": acc.sparsity,
         "num_experts": m.moe.num_experts, "top_k": m.moe.top_k,

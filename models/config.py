@@ -35,7 +35,9 @@ class MoEConfig:
     granularity: int = 1
     num_shared_experts: int = 0  # always-active experts, each of the routed expert's size
     expert_type: str = "glu"  # "glu" (SwiGLU) or "mlp" (GELU MLP)
-    renormalize: bool = True  # renormalise the top-k softmax weights to sum to one
+    # Renormalising the top-k weights to sum to one (Mixtral) makes them exactly 1 when K=1,
+    # which cuts the router off from the LM loss; off by default, as in Switch and MegaBlocks.
+    renormalize: bool = False
     load_balance_coef: float = 0.01
     z_loss_coef: float = 0.001
     backend: str = "torch"

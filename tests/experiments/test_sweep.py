@@ -1,0 +1,102 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments.plan import SweepSpec
+from experiments.sweep import make_plan
+from models import ConfigError
+from tests.experiments.helpers import CONF
+
+
+def _spec(name="demo", **changes) -> SweepSpec:
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("launch", overrides=[f"sweep={name}"])
+    d = OmegaConf.to_container(cfg.sweep, resolve=True)
+    d.update(changes)
+    return SweepSpec.from_dict(d)
+
+
+def _plan(spec):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return make_plan(spec)
+
+
+def test_demo_grid_spends_budgets_brackets_optimum_and_sparsity():
+    spec = _spec("demo")
+    runs = _plan(spec)
+    assert len(runs) == len(spec.budgets) * 3 * spec.sizes.count
+    for r in runs:
+        assert abs(r.flops - r.budget) / r.budget < 0.01
+        assert r.sparsity == pytest.approx(1 - r.top_k / r.num_experts)
+        assert r.steps >= spec.sizes.min_steps
+    for budget in spec.budgets:
+        for E, K in spec.sparsity.expert_pairs():
+            group = [r for r in runs if r.budget == budget and r.num_experts == E]
+            ns = sorted(r.n_rule for r in group)
+            assert ns[0] <= group[0].n_target <= ns[-1]
+            assert len(set(r.d_model for r in group)) == len(group)
+    assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_sparsity_values_rule():
+    spec = _spec("demo", sparsity={"values": [0.0, 0.5, 0.75], "top_k": 2})
+    assert spec.sparsity.expert_pairs() == [(2, 2), (4, 2), (8, 2)]
+    with pytest.raises(ConfigError, match="not an integer"):
+        _spec("demo", sparsity={"values": [0.3], "top_k": 1}).sparsity.expert_pairs()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"budgets": [1e6]}, "fewer than"),
+        ({"budgets": [1e9], "family": {"d_model_min": 128, "head_dim": 8}}, "fewer than"),
+        ({"sizes": {"count": 3, "min_steps": 5000}}, "only [0-9]+ steps"),
+        ({"budgets": [1e16]}, "d_model_max"),
+    ],
+)
+def test_infeasible_specs_are_refused(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        _plan(_spec("demo", **changes))
+
+
+def _sweep(tmp_path, *args):
+    env = dict(os.environ, MOE_SCALING_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "sweep=micro", "report=false",
+         f"hydra.sweep.dir={tmp_path / 'sw'}", *args],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+
+def test_micro_sweep_runs_then_second_invocation_trains_nothing(tmp_path):
+    first = _sweep(tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "8 runs: 8 done" in first.stdout
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "sw" / "runs").glob("*/summary.json")]
+    assert len(summaries) == 8 and {s["sweep"] for s in summaries} == {"micro"}
+    second = _sweep(tmp_path)
+    assert second.returncode == 0
+    assert "nothing to train" in second.stdout and "launching" not in second.stdout
+    status = _sweep(tmp_path, "action=status")
+    assert status.stdout.startswith("8 runs: 8 done")
+
+
+def test_sweep_keeps_going_past_a_failed_run_and_can_retry_it(tmp_path):
+    assert _sweep(tmp_path, "action=plan").returncode == 0
+    plan = json.loads((tmp_path / "sw" / "plan.json").read_text())
+    victim = plan["runs"][2]["run_id"]
+    (tmp_path / "sw" / "runs" / victim).mkdir(parents=True)
+    (tmp_path / "sw" / "runs" / victim / "checkpoint.pt").write_bytes(b"corrupt checkpoint")
+    out = _sweep(tmp_path)
+    assert out.returncode == 1
+    assert "7 done" in out.stdout and "1 failed" in out.stdout
+    assert f"FAILED {plan['runs'][2]['name']} ({victim})" in out.stdout
+    status = _sweep(tmp_path, "action=status")
+    assert "1 failed" in status.stdout
+    retried = _sweep(tmp_path, "retry_failed=true")
+    assert retried.returncode == 0 and "8 runs: 8 done" in retried.stdout
