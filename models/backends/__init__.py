@@ -29,11 +29,11 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
     """Turn ``auto`` into a concrete backend and check the choice can run on ``device``.
 
     ``auto`` picks ``native`` on CUDA (fastest in benchmarks/bench_moe_layer.py, see README) and
-    ``torch`` elsewhere.
+    ``torch`` elsewhere (and on CUDA builds of torch without ``torch._grouped_mm``).
     """
     device = torch.device(device)
     if name == "auto":
-        return "native" if device.type == "cuda" else "torch"
+        return "native" if device.type == "cuda" and hasattr(torch, "_grouped_mm") else "torch"
     if name == "torch":
         return name
     if name in ("native", "megablocks") and device.type != "cuda":
