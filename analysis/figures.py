@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -46,12 +47,15 @@ def isoflop_curves(df: pd.DataFrame, iso: pd.DataFrame, out: Path, loss_col="val
             ax.scatter(g[n_col], g[loss_col], color=colors[s], s=22, label=f"S={s:.3f}")
             row = iso[(iso["budget"] == c) & (iso["sparsity"] == s)]
             if len(row) and isinstance(row.iloc[0].get(coef_key), list):
-                x = np.linspace(np.log(g[n_col].min()) - 0.2, np.log(g[n_col].max()) + 0.2, 100)
-                ax.plot(np.exp(x), np.polyval(row.iloc[0][coef_key], x), color=colors[s], lw=1.2)
                 key = "n_star" if coef_key == "coef" else "n_star_active"
+                lo = min(np.log(g[n_col].min()), np.log(row.iloc[0][key])) - 0.2
+                hi = max(np.log(g[n_col].max()), np.log(row.iloc[0][key])) + 0.2
+                x = np.linspace(lo, hi, 100)
+                ax.plot(np.exp(x), np.polyval(row.iloc[0][coef_key], x), color=colors[s], lw=1.2)
                 ax.scatter([row.iloc[0][key]], [row.iloc[0]["loss_star"]], marker="*", s=110,
                            color=colors[s], edgecolor="k", zorder=5)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(_budget_label(c))
         ax.set_xlabel("total parameters N" if n_col == "params_total" else n_col)
     axes[0][0].set_ylabel(loss_col)
@@ -65,7 +69,7 @@ def loss_star_vs_sparsity(iso: pd.DataFrame, out: Path) -> Path:
     for c, g in iso.dropna(subset=["loss_star"]).groupby("budget"):
         g = g.sort_values("sparsity")
         err = None
-        if g["loss_star_ci"].notna().all():
+        if "loss_star_ci" in g and all(isinstance(c, list) for c in g["loss_star_ci"]):
             ci = np.array(g["loss_star_ci"].tolist())
             err = np.abs(ci.T - g["loss_star"].values)
         ax.errorbar(g["sparsity"], g["loss_star"], yerr=err, marker="o", color=colors[c],

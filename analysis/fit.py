@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from analysis.laws import Law
 
@@ -23,7 +24,9 @@ HUBER_DELTA = 1e-3
 
 def objective(theta: np.ndarray, X: np.ndarray, log_y: np.ndarray, delta: float):
     """Huber loss of log-space residuals and its gradient. X: (terms, rows, params)."""
-    z = X @ theta  # (terms, rows)
+    # Elementwise products and sums, not matmul/einsum: these arrays are tiny, and BLAS calls
+    # start OpenBLAS threads that fight the bootstrap's worker processes for the cores.
+    z = (X * theta).sum(axis=-1)  # (terms, rows)
     m = z.max(axis=0)
     w = np.exp(z - m)
     s = w.sum(axis=0)
@@ -33,7 +36,7 @@ def objective(theta: np.ndarray, X: np.ndarray, log_y: np.ndarray, delta: float)
     loss = np.where(absr <= delta, 0.5 * r * r, delta * (absr - 0.5 * delta)).sum()
     dr = np.clip(r, -delta, delta)  # d huber / d r
     softmax = w / s  # d log_pred / d z_k
-    grad = np.einsum("kr,krp->p", softmax * dr, X)
+    grad = ((softmax * dr)[..., None] * X).sum(axis=(0, 1))
     return loss, grad
 
 
@@ -61,6 +64,19 @@ class FitResult:
     starts: np.ndarray  # the best few end points, reused to start bootstrap refits
 
 
+def one_blas_thread(fn):
+    """Run with a single BLAS thread: L-BFGS-B calls OpenBLAS on tiny vectors, and its spinning
+    threads starve the bootstrap's worker processes (measured: 2 workers 5x slower than 1)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@one_blas_thread
 def fit_law(law: Law, data: dict, loss: np.ndarray, delta: float = HUBER_DELTA,
             max_inits: int = 512, starts: np.ndarray | None = None, keep: int = 2,
             polish: int = 8) -> FitResult:
@@ -88,10 +104,11 @@ def _bootstrap_chunk(args):
     for seed in seeds:
         idx = np.random.default_rng(seed).integers(0, n, n)
         sub = {k: v[idx] for k, v in data.items()}
-        out.append(fit_law(law, sub, loss[idx], delta, starts=starts).theta)
+        out.append(fit_law.__wrapped__(law, sub, loss[idx], delta, starts=starts).theta)
     return out
 
 
+@one_blas_thread  # forked workers inherit the limit
 def bootstrap(law: Law, data: dict, loss: np.ndarray, point: FitResult, n_boot: int = 1000,
               delta: float = HUBER_DELTA, seed: int = 0, workers: int | None = None) -> np.ndarray:
     """Thetas of ``n_boot`` refits on runs resampled with replacement: (n_boot, params)."""

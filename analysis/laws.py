@@ -51,7 +51,7 @@ class Law:
 
     def predict(self, theta: np.ndarray, data: dict) -> np.ndarray:
         X = self.design(data)
-        z = X @ theta
+        z = (X * theta).sum(axis=-1)
         m = z.max(axis=0)
         return np.exp(m) * np.exp(z - m).sum(axis=0)
 

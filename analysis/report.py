@@ -48,7 +48,9 @@ def _fmt(v) -> str:
 
 
 def _ci(ci) -> str:
-    return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "–"
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2:  # None, or NaN from a group without one
+        return "–"
+    return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
 
 
 def build_report(source: Path, out: Path, laws=DEFAULT_LAWS, cols: Columns | None = None,

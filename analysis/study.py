@@ -87,7 +87,9 @@ def law_optima(st: LawStudy, budgets: list[float], n_fixed: dict[float, float],
         return {}
     out = {}
     for c in budgets:
-        entry = {"joint": law_optimum(st.law, st.theta, st.fcoef, c)}
+        # a law without sparsity has nothing to say about S: search N at S = 0 only
+        s_fixed = None if _sparsity_aware(st.law) else 0.0
+        entry = {"joint": law_optimum(st.law, st.theta, st.fcoef, c, s=s_fixed)}
         n = n_fixed.get(c)
         if n and _sparsity_aware(st.law):
             best = law_optimum(st.law, st.theta, st.fcoef, c, n=n)["s"]

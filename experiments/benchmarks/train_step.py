@@ -23,7 +23,8 @@ from models import ModelConfig, MoEConfig, MoETransformer, account
 from models.backends import megablocks_installed
 
 
-def run(backend: str, compile_: bool, steps: int, batch: int, E: int, K: int) -> dict:
+def run(backend: str, compile_: bool, steps: int, batch: int, E: int, K: int,
+        profile: bool = False) -> dict:
     cfg = ModelConfig(vocab_size=16384, d_model=768, n_layers=12, n_heads=12, d_ff=3072,
                       seq_len=1024, moe=MoEConfig(num_experts=E, top_k=K, backend=backend))
     torch.manual_seed(0)
@@ -44,6 +45,16 @@ def run(backend: str, compile_: bool, steps: int, batch: int, E: int, K: int) ->
     for _ in range(5):
         step()
     torch.cuda.synchronize()
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as prof
+
+        with prof(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as p:
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+        print(p.key_averages().table(sort_by="cuda_time_total", row_limit=25,
+                                     max_name_column_width=60))
     t0 = time.perf_counter()
     for _ in range(steps):
         loss = step()
@@ -68,6 +79,7 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=1)
     ap.add_argument("--backends", default="native,megablocks,torch")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--profile", action="store_true", help="print the CUDA kernel table")
     a = ap.parse_args()
     peak = matmul_peak_tflops() * 1e12
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, "
@@ -78,7 +90,8 @@ def main() -> None:
             continue
         for compile_ in (False, True):
             try:
-                r = run(backend, compile_, a.steps, a.batch, a.experts, a.top_k)
+                r = run(backend, compile_, a.steps, a.batch, a.experts, a.top_k,
+                        a.profile and not compile_)
             except Exception as e:  # report, keep measuring the others
                 print(f"{backend} compile={compile_}: failed: {type(e).__name__}: "
                       f"{str(e).splitlines()[0][:200]}")

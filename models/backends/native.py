@@ -27,6 +27,65 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+class _GatherTokens(torch.autograd.Function):
+    """x_AD = x_TD[order_A // K]. Backward gathers each token's K rows back and sums them,
+    instead of index_add's atomic scatter (which profiled at 1.1 ms per call in bf16)."""
+
+    @staticmethod
+    def forward(ctx, x_TD, order_A, inverse_A, k: int):
+        ctx.save_for_backward(inverse_A)
+        ctx.k = k
+        return x_TD.index_select(0, order_A // k)
+
+    @staticmethod
+    def backward(ctx, g_AD):
+        (inverse_A,) = ctx.saved_tensors
+        T = inverse_A.numel() // ctx.k
+        return g_AD.index_select(0, inverse_A).view(T, ctx.k, -1).sum(1), None, None, None
+
+
+class _Permute(torch.autograd.Function):
+    """y[i] = x[index[i]] for a permutation; backward is the gather by its inverse."""
+
+    @staticmethod
+    def forward(ctx, x, index, inverse):
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, g):
+        (inverse,) = ctx.saved_tensors
+        return g.index_select(0, inverse), None, None
+
+
+def _swiglu_weighted(h_A2F: torch.Tensor, w_A1: torch.Tensor) -> torch.Tensor:
+    # The router weight is applied here (linear through the down projection), so the combine
+    # is a plain sum over K; computed in float32 inside one fused kernel when compiled.
+    f = h_A2F.shape[1] // 2
+    g, u = h_A2F[:, :f].float(), h_A2F[:, f:].float()
+    return (F.silu(g) * u * w_A1).to(h_A2F.dtype)
+
+
+def _gelu_weighted(h_AF: torch.Tensor, w_A1: torch.Tensor) -> torch.Tensor:
+    return (F.gelu(h_AF.float(), approximate="tanh") * w_A1).to(h_AF.dtype)
+
+
+_fused: dict = {}
+
+
+def _fuse(fn, x: torch.Tensor):
+    """fn compiled into one elementwise kernel (forward and backward) on CUDA; eager elsewhere
+    or if compilation is unavailable."""
+    if not x.is_cuda:
+        return fn
+    if fn not in _fused:
+        try:
+            _fused[fn] = torch.compile(fn, dynamic=False)
+        except Exception:  # no triton / inductor: eager is correct, only slower
+            _fused[fn] = fn
+    return _fused[fn]
+
+
 def native_experts(
     x_TD: torch.Tensor,
     experts_TK: torch.Tensor,
@@ -45,15 +104,15 @@ def native_experts(
     inverse_A = torch.empty_like(order_A)
     inverse_A[order_A] = torch.arange(order_A.numel(), device=order_A.device)
     offs_E = torch.cumsum(torch.bincount(experts_A, minlength=E), 0, dtype=torch.int32)
-    x_AD = x_TD.to(dtype).index_select(0, order_A // K)
+    x_AD = _GatherTokens.apply(x_TD.to(dtype), order_A, inverse_A, K)
+    w_A1 = weights_TK.reshape(-1)[order_A].float().unsqueeze(1)
     if w.glu:
         w13_E2FD = torch.cat((w.w1_EFD, w.v1_EFD), dim=1).to(dtype)
         h_A2F = torch._grouped_mm(x_AD, w13_E2FD.transpose(-2, -1), offs=offs_E)
-        h_AF = F.silu(h_A2F[:, :Fh]) * h_A2F[:, Fh:]
+        h_AF = _fuse(_swiglu_weighted, h_A2F)(h_A2F, w_A1)
     else:
-        h_AF = F.gelu(torch._grouped_mm(x_AD, w.w1_EFD.to(dtype).transpose(-2, -1),
-                                        offs=offs_E), approximate="tanh")
+        h_AF = torch._grouped_mm(x_AD, w.w1_EFD.to(dtype).transpose(-2, -1), offs=offs_E)
+        h_AF = _fuse(_gelu_weighted, h_AF)(h_AF, w_A1)
     y_AD = torch._grouped_mm(h_AF, w.w2_EFD.to(dtype), offs=offs_E)
-    y_TKD = y_AD.index_select(0, inverse_A).view(T, K, D)
-    out_TD = torch.einsum("tkd,tk->td", y_TKD.float(), weights_TK.float())
-    return out_TD.to(x_TD.dtype)
+    y_TKD = _Permute.apply(y_AD, inverse_A, order_A).view(T, K, D)
+    return y_TKD.sum(1, dtype=torch.float32).to(x_TD.dtype)

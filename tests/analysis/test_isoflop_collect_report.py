@@ -57,7 +57,11 @@ def test_collect_skips_corrupt_and_partial_runs(tmp_path):
 
 def test_report_cli_writes_table_fits_and_every_figure(tmp_path):
     table = tmp_path / "runs.csv"
-    synth_table().to_csv(table, index=False)
+    df = synth_table()
+    # one (budget, sparsity) group whose losses have no minimum (a concave parabola)
+    bad = (df["budget_flops"] == 1e18) & (df["sparsity"] == 0.5)
+    df.loc[bad, "val_loss"] = 3.0 - 0.01 * (np.log(df.loc[bad, "params_total"]) - 17) ** 2
+    df.to_csv(table, index=False)
     out = tmp_path / "rep"
     proc = subprocess.run([sys.executable, "-m", "analysis.report", str(table), "--out", str(out),
                            "--bootstrap", "60", "--inits", "32"],

@@ -1,0 +1,49 @@
+"""Where a backend's MoE layer spends its time: torch.profiler's CUDA kernel table, fwd+bwd.
+
+    python -m experiments.benchmarks.profile_layer --backend native --experts 64 --top-k 8
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from models import ModelConfig, MoEConfig
+from models.moe import MoE
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backend", default="native")
+    ap.add_argument("--experts", type=int, default=64)
+    ap.add_argument("--top-k", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=16384)
+    ap.add_argument("--d-model", type=int, default=1024)
+    ap.add_argument("--ffn", type=int, default=1024)
+    a = ap.parse_args()
+    cfg = ModelConfig(d_model=a.d_model, n_heads=max(1, a.d_model // 64), d_ff=a.ffn,
+                      moe=MoEConfig(num_experts=a.experts, top_k=a.top_k, backend=a.backend))
+    moe = MoE(cfg).cuda().to(torch.bfloat16)
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    x = torch.randn(a.tokens, a.d_model, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    gy = torch.randn_like(x)
+
+    def step():
+        y, _ = moe(x)
+        y.backward(gy)
+
+    for _ in range(5):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
+
+
+if __name__ == "__main__":
+    main()
