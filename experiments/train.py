@@ -39,8 +39,6 @@ def run_directory(tc: TrainConfig, rid: str) -> RunDir:
 
 def execute(resolved: dict) -> dict:
     """Run (or skip, or resume) the run this resolved config describes; return its summary."""
-    import torch  # noqa: F401  (imported here so config errors print before torch loads)
-
     from experiments.data import prepare
     from experiments.devices import select_device
     from experiments.trainer import Trainer, TrainingFailed, base_summary
