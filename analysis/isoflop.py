@@ -30,10 +30,10 @@ def fit_parabola(logn: np.ndarray, loss: np.ndarray) -> tuple[float, float, np.n
 def _interp_log(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
     order = np.argsort(xs)
     xs, ys = xs[order], np.log(ys[order])
-    slope = np.polyfit(xs, ys, 1) if len(xs) > 1 else (0.0, ys[0])
     if xs[0] <= x <= xs[-1]:
         return float(np.exp(np.interp(x, xs, ys)))
-    return float(np.exp(np.polyval(slope, x)))
+    line = np.polyfit(xs, ys, 1) if len(xs) > 1 else (0.0, ys[0])
+    return float(np.exp(np.polyval(line, x)))
 
 
 def isoflop_group(g: pd.DataFrame, n_col: str, loss_col: str, tokens_col: str,

@@ -16,7 +16,6 @@ launcher is configured (basic, joblib, submitit) run them. The sweep's output ro
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -153,9 +152,6 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     sys.exit(code)
 
-
-def load_plan(sweep_dir: Path) -> dict:
-    return json.loads((Path(sweep_dir) / "plan.json").read_text())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ holds model, optimiser, RNG states and the loop's running statistics.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import time
 
@@ -17,7 +18,7 @@ from experiments.config import TrainConfig
 from experiments.data import Dataset
 from experiments.devices import peak_flops
 from experiments.optim import build_optimizer, lr_at
-from experiments.record import RunDir, git_sha, versions
+from experiments.record import RunDir, atomic_write_bytes, git_sha, versions
 from models import MoETransformer, account
 from models.backends import resolve_backend
 
@@ -109,9 +110,6 @@ class Trainer:
 
     # -- checkpoints --
     def save_checkpoint(self) -> None:
-        from experiments.record import atomic_write_bytes
-        import io
-
         buf = io.BytesIO()
         torch.save({"model": self.model.state_dict(), "optim": self.opt.state_dict(),
                     "state": self.state, "rng": _rng_state(self.device)}, buf)
@@ -222,7 +220,7 @@ class Trainer:
         self.rd.write_progress({"step": step, "total_steps": self.total, "train_loss": loss})
 
     def summary(self, status: str, reason: str | None) -> dict:
-        tc, st, acc = self.tc, self.state, self.acc
+        tc, st = self.tc, self.state
         tokens = st["step"] * tc.tokens_per_step
         wall = st["wall_time_s"]
         rate = tokens / wall if wall > 0 else None
@@ -234,7 +232,6 @@ class Trainer:
             "val_loss": st["val_loss"], "backend": self.backend, "device": str(self.device),
             "wall_time_s": wall, "tokens_per_s": rate,
             "mfu": (rate * tc.flops_per_token / peak) if (rate and peak) else None,
-            "params_active_non_embedding": acc.params_active_non_embedding,
         }
 
 

@@ -24,6 +24,13 @@ class ExpertWeights:
         return self.v1_EFD is not None
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype expert GEMMs run in: autocast's when it is on (grouped GEMMs do not autocast)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 def expert_mlp(
     x_ND: torch.Tensor, w1_FD: torch.Tensor, v1_FD: torch.Tensor | None, w2_FD: torch.Tensor
 ) -> torch.Tensor:

@@ -16,7 +16,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from models.backends.common import ExpertWeights
+from models.backends.common import ExpertWeights, compute_dtype
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,7 +48,7 @@ def megablocks_experts(
     K = experts_TK.shape[1]
     module = _experts_module(E, K, D, Fh, w.glu, x_TD.device.index or 0)
     # MegaBlocks' grouped GEMMs take one dtype for both operands and do not autocast.
-    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x_TD.dtype
+    dtype = compute_dtype(x_TD)
     module.mlp.w1 = w.w1_EFD.to(dtype).view(E * Fh, D)
     module.mlp.w2 = w.w2_EFD.to(dtype).view(E * Fh, D)
     if w.glu:

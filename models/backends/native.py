@@ -11,20 +11,16 @@ Shapes: T tokens, K experts per token, A = T*K assignments, E experts, F hidden,
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 import torch.nn.functional as F
 
-from models.backends.common import ExpertWeights
+from models.backends.common import ExpertWeights, compute_dtype
 
 
 def grouped_mm_available() -> bool:
     return hasattr(torch, "_grouped_mm")
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return x.dtype
 
 
 class _GatherTokens(torch.autograd.Function):
@@ -75,14 +71,13 @@ _fused: dict = {}
 
 def _fuse(fn, x: torch.Tensor):
     """fn compiled into one elementwise kernel (forward and backward) on CUDA; eager elsewhere
-    or if compilation is unavailable."""
+    or without triton (inductor's CUDA code generator): eager is correct, only slower."""
     if not x.is_cuda:
         return fn
     if fn not in _fused:
-        try:
-            _fused[fn] = torch.compile(fn, dynamic=False)
-        except Exception:  # no triton / inductor: eager is correct, only slower
-            _fused[fn] = fn
+        # torch.compile is lazy (it fails at the first call, not here), so ask up front.
+        has_triton = importlib.util.find_spec("triton") is not None
+        _fused[fn] = torch.compile(fn, dynamic=False) if has_triton else fn
     return _fused[fn]
 
 
@@ -98,7 +93,7 @@ def native_experts(
         return torch_experts(x_TD, experts_TK, weights_TK, w)
     T, K = experts_TK.shape
     E, Fh, D = w.w1_EFD.shape
-    dtype = _compute_dtype(x_TD)
+    dtype = compute_dtype(x_TD)
     experts_A = experts_TK.reshape(-1)
     order_A = torch.argsort(experts_A, stable=True)
     inverse_A = torch.empty_like(order_A)
