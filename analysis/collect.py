@@ -1,42 +1,70 @@
-"""Run directories -> one runs table (parquet + CSV). Never crashes on a bad run directory:
-corrupt or partial ones are skipped and listed with the reason."""
+"""Run directories -> one runs table (parquet + CSV), and the checks every table passes.
+
+Never crashes on a bad run directory: corrupt or partial ones are skipped and listed with the
+reason. A table that cannot be analysed (missing file or columns, no rows, losses that are not
+finite and positive) raises TableError with one line that says which runs or columns.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
-REQUIRED = ("run_id", "status", "budget_flops", "tokens", "sparsity", "params_total",
-            "params_active", "flops_per_token")
+from experiments.record import CHECKPOINT, CONFIG, SUMMARY
+
+REQUIRED = (
+    "run_id",
+    "status",
+    "budget_flops",
+    "tokens",
+    "sparsity",
+    "params_total",
+    "params_active",
+    "flops_per_token",
+)
+NESTED = ("versions", "time")  # dict fields kept as JSON text so the table stays flat
+
+
+class TableError(ValueError):
+    """The table cannot be analysed; the message says why in one line."""
 
 
 def read_run(run_dir: Path) -> tuple[dict | None, str | None]:
-    summary = run_dir / "summary.json"
+    summary = run_dir / SUMMARY
     if not summary.exists():
-        state = "has a checkpoint (interrupted or running)" if (
-            run_dir / "checkpoint.pt").exists() else "not started or still running"
-        return None, f"no summary.json: {state}"
+        state = (
+            "has a checkpoint (interrupted or running)"
+            if (run_dir / CHECKPOINT).exists()
+            else "not started or still running"
+        )
+        return None, f"no {SUMMARY}: {state}"
     try:
         row = json.loads(summary.read_text())
     except (OSError, ValueError) as e:
-        return None, f"corrupt summary.json: {e}"
+        return None, f"corrupt {SUMMARY}: {e}"
     if not isinstance(row, dict):
-        return None, "corrupt summary.json: not an object"
+        return None, f"corrupt {SUMMARY}: not an object"
     missing = [k for k in REQUIRED if k not in row]
     if missing:
-        return None, f"summary.json lacks {missing}"
-    row["versions"] = json.dumps(row.get("versions"))  # nested: keep the table flat
+        return None, f"{SUMMARY} lacks {missing}"
+    for key in NESTED:
+        row[key] = json.dumps(row.get(key))
     row["run_dir"] = str(run_dir)
     return row, None
 
 
-def collect(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """All run directories below ``root`` (any depth: a sweep's runs/ or several sweeps)."""
-    root = Path(root)
-    candidates = sorted({p.parent for pat in ("summary.json", "config.yaml", "checkpoint.pt")
-                         for p in root.rglob(pat)})
+def collect(source: Path | list[Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The given run directories, or every run directory below one folder (any depth)."""
+    if isinstance(source, (list, tuple)):
+        candidates = [Path(p) for p in source]
+    else:
+        root = Path(source)
+        candidates = sorted(
+            {p.parent for pat in (SUMMARY, CONFIG, CHECKPOINT) for p in root.rglob(pat)}
+        )
     rows, skipped = [], []
     for d in candidates:
         row, reason = read_run(d)
@@ -47,14 +75,21 @@ def collect(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     return pd.DataFrame(rows), skipped
 
 
-def load_table(path: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """A runs table from a directory of runs, a .parquet or a .csv file."""
-    path = Path(path)
+def load_table(source) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """A runs table from run directories (a folder or a list), a .parquet or a .csv file."""
+    if isinstance(source, (list, tuple)):
+        return collect(source)
+    path = Path(source)
+    if not path.exists():
+        raise TableError(f"{path} does not exist")
     if path.is_dir():
         return collect(path)
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path), []
-    return pd.read_csv(path), []
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path), []
+        return pd.read_csv(path), []
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError) as e:
+        raise TableError(f"{path}: not a readable table ({str(e).splitlines()[0]})") from None
 
 
 def write_table(df: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
@@ -65,7 +100,29 @@ def write_table(df: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def require_columns(df: pd.DataFrame, columns, what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise TableError(f"{what} needs column(s) {missing}; the table has {sorted(df.columns)}")
+
+
 def done_runs(df: pd.DataFrame, loss_col: str) -> pd.DataFrame:
+    """Finished runs with a usable loss; refuses losses that are not finite and positive
+    (a diverged run that slipped through, a unit mix-up) and lists the runs that have them."""
+    if df.empty:
+        raise TableError("the table has no rows")
+    require_columns(df, [loss_col], "fitting")
     if "status" in df.columns:
         df = df[df["status"] == "done"]
-    return df[df[loss_col].notna()].reset_index(drop=True)
+    df = df[df[loss_col].notna()].reset_index(drop=True)
+    values = pd.to_numeric(df[loss_col], errors="coerce")
+    bad = [i for i, v in enumerate(values) if not (math.isfinite(v) and v > 0)]
+    if bad:
+        label = df["run_id"] if "run_id" in df.columns else pd.Series(range(len(df)))
+        listed = ", ".join(f"{label.iloc[i]}={df[loss_col].iloc[i]}" for i in bad[:10])
+        raise TableError(
+            f"{len(bad)} run(s) have a {loss_col} that is not a finite positive "
+            f"number: {listed}; fix or drop them"
+        )
+    df[loss_col] = values
+    return df

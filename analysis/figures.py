@@ -8,14 +8,22 @@ import matplotlib
 import matplotlib.ticker
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from analysis.laws import Law  # noqa: E402
+from analysis.laws import Law
 
-plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
-                     "axes.spines.top": False, "axes.spines.right": False, "font.size": 10})
+plt.rcParams.update(
+    {
+        "figure.dpi": 110,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "font.size": 10,
+    }
+)
 
 
 def _save(fig, out: Path, name: str) -> Path:
@@ -37,8 +45,14 @@ def _budget_label(c: float) -> str:
     return f"C = {c:.2g} FLOPs"
 
 
-def isoflop_curves(df: pd.DataFrame, iso: pd.DataFrame, out: Path, loss_col="val_loss",
-                   n_col="params_total", coef_key="coef") -> Path:
+def isoflop_curves(
+    df: pd.DataFrame,
+    iso: pd.DataFrame,
+    out: Path,
+    loss_col="val_loss",
+    n_col="params_total",
+    coef_key="coef",
+) -> Path:
     budgets = sorted(df["budget_flops"].unique())
     colors = _colors(df["sparsity"])
     fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.6), squeeze=False)
@@ -52,8 +66,15 @@ def isoflop_curves(df: pd.DataFrame, iso: pd.DataFrame, out: Path, loss_col="val
                 hi = max(np.log(g[n_col].max()), np.log(row.iloc[0][key])) + 0.2
                 x = np.linspace(lo, hi, 100)
                 ax.plot(np.exp(x), np.polyval(row.iloc[0][coef_key], x), color=colors[s], lw=1.2)
-                ax.scatter([row.iloc[0][key]], [row.iloc[0]["loss_star"]], marker="*", s=110,
-                           color=colors[s], edgecolor="k", zorder=5)
+                ax.scatter(
+                    [row.iloc[0][key]],
+                    [row.iloc[0]["loss_star"]],
+                    marker="*",
+                    s=110,
+                    color=colors[s],
+                    edgecolor="k",
+                    zorder=5,
+                )
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(_budget_label(c))
@@ -72,8 +93,15 @@ def loss_star_vs_sparsity(iso: pd.DataFrame, out: Path) -> Path:
         if "loss_star_ci" in g and all(isinstance(c, list) for c in g["loss_star_ci"]):
             ci = np.array(g["loss_star_ci"].tolist())
             err = np.abs(ci.T - g["loss_star"].values)
-        ax.errorbar(g["sparsity"], g["loss_star"], yerr=err, marker="o", color=colors[c],
-                    capsize=3, label=_budget_label(c))
+        ax.errorbar(
+            g["sparsity"],
+            g["loss_star"],
+            yerr=err,
+            marker="o",
+            color=colors[c],
+            capsize=3,
+            label=_budget_label(c),
+        )
     ax.set_xlabel("sparsity S = 1 - K/E")
     ax.set_ylabel("IsoFLOP-optimal loss L*")
     ax.legend(fontsize=8)
@@ -83,8 +111,10 @@ def loss_star_vs_sparsity(iso: pd.DataFrame, out: Path) -> Path:
 def n_star_vs_sparsity(iso: pd.DataFrame, out: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     colors = _colors(iso["budget"])
-    for ax, key, label in ((axes[0], "n_star", "N* (total)"),
-                           (axes[1], "n_star_active", "N*_active")):
+    for ax, key, label in (
+        (axes[0], "n_star", "N* (total)"),
+        (axes[1], "n_star_active", "N*_active"),
+    ):
         if key not in iso:
             continue
         for c, g in iso.dropna(subset=[key]).groupby("budget"):
@@ -97,8 +127,9 @@ def n_star_vs_sparsity(iso: pd.DataFrame, out: Path) -> Path:
     return _save(fig, out, "n_star_vs_sparsity")
 
 
-def s_star_vs_n(curves: dict[float, tuple[np.ndarray, np.ndarray]], out: Path,
-                law_name: str) -> Path:
+def s_star_vs_n(
+    curves: dict[float, tuple[np.ndarray, np.ndarray]], out: Path, law_name: str
+) -> Path:
     """curves: budget -> (N grid, S* at each N) from a fitted law."""
     fig, ax = plt.subplots(figsize=(5, 3.6))
     colors = _colors(curves)
@@ -112,16 +143,39 @@ def s_star_vs_n(curves: dict[float, tuple[np.ndarray, np.ndarray]], out: Path,
     return _save(fig, out, f"s_star_vs_n_{law_name}")
 
 
-def law_fit(law: Law, pred: np.ndarray, obs: np.ndarray, held_out: np.ndarray, out: Path,
-            sparsity: np.ndarray | None = None) -> Path:
+def law_fit(
+    law: Law,
+    pred: np.ndarray,
+    obs: np.ndarray,
+    held_out: np.ndarray,
+    out: Path,
+    sparsity: np.ndarray | None = None,
+) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     c = sparsity if sparsity is not None else np.zeros_like(obs)
     ax = axes[0]
-    sc = ax.scatter(obs[~held_out], pred[~held_out], c=c[~held_out], s=20, cmap="viridis",
-                    vmin=c.min(), vmax=max(c.max(), 1e-9), label="fitted")
+    sc = ax.scatter(
+        obs[~held_out],
+        pred[~held_out],
+        c=c[~held_out],
+        s=20,
+        cmap="viridis",
+        vmin=c.min(),
+        vmax=max(c.max(), 1e-9),
+        label="fitted",
+    )
     if held_out.any():
-        ax.scatter(obs[held_out], pred[held_out], c=c[held_out], s=40, marker="x",
-                   cmap="viridis", vmin=c.min(), vmax=max(c.max(), 1e-9), label="held out")
+        ax.scatter(
+            obs[held_out],
+            pred[held_out],
+            c=c[held_out],
+            s=40,
+            marker="x",
+            cmap="viridis",
+            vmin=c.min(),
+            vmax=max(c.max(), 1e-9),
+            label="held out",
+        )
     lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
     ax.set_xlabel("observed loss")

@@ -41,8 +41,14 @@ def objective(theta: np.ndarray, X: np.ndarray, log_y: np.ndarray, delta: float)
 
 
 def _minimize(theta0, X, log_y, delta, maxiter=1000):
-    res = minimize(objective, theta0, args=(X, log_y, delta), jac=True, method="L-BFGS-B",
-                   options={"maxiter": maxiter, "gtol": 1e-9, "ftol": 1e-12})
+    res = minimize(
+        objective,
+        theta0,
+        args=(X, log_y, delta),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": maxiter, "gtol": 1e-9, "ftol": 1e-12},
+    )
     return res.x, float(res.fun)
 
 
@@ -73,13 +79,21 @@ def one_blas_thread(fn):
     def wrapper(*args, **kwargs):
         with threadpool_limits(limits=1, user_api="blas"):
             return fn(*args, **kwargs)
+
     return wrapper
 
 
 @one_blas_thread
-def fit_law(law: Law, data: dict, loss: np.ndarray, delta: float = HUBER_DELTA,
-            max_inits: int = 512, starts: np.ndarray | None = None, keep: int = 2,
-            polish: int = 8) -> FitResult:
+def fit_law(
+    law: Law,
+    data: dict,
+    loss: np.ndarray,
+    delta: float = HUBER_DELTA,
+    max_inits: int = 512,
+    starts: np.ndarray | None = None,
+    keep: int = 2,
+    polish: int = 8,
+) -> FitResult:
     """Best of L-BFGS runs from the init grid (or from ``starts``, for bootstrap refits).
 
     Grid starts first run a short L-BFGS (100 iterations); the best ``polish`` of those are run
@@ -88,13 +102,16 @@ def fit_law(law: Law, data: dict, loss: np.ndarray, delta: float = HUBER_DELTA,
     X = law.design(data)
     log_y = np.log(np.asarray(loss, dtype=float))
     if starts is None:
-        rough = sorted((_minimize(t0, X, log_y, delta, maxiter=100)
-                        for t0 in init_thetas(law, max_inits)), key=lambda r: r[1])
+        rough = sorted(
+            (_minimize(t0, X, log_y, delta, maxiter=100) for t0 in init_thetas(law, max_inits)),
+            key=lambda r: r[1],
+        )
         starts = np.array([r[0] for r in rough[:polish]])
     results = sorted((_minimize(t0, X, log_y, delta) for t0 in starts), key=lambda r: r[1])
     theta, best = results[0]
-    return FitResult(law.name, theta, best, law.to_natural(theta),
-                     np.array([r[0] for r in results[:keep]]))
+    return FitResult(
+        law.name, theta, best, law.to_natural(theta), np.array([r[0] for r in results[:keep]])
+    )
 
 
 def _bootstrap_chunk(args):
@@ -109,12 +126,20 @@ def _bootstrap_chunk(args):
 
 
 @one_blas_thread  # forked workers inherit the limit
-def bootstrap(law: Law, data: dict, loss: np.ndarray, point: FitResult, n_boot: int = 1000,
-              delta: float = HUBER_DELTA, seed: int = 0, workers: int | None = None) -> np.ndarray:
+def bootstrap(
+    law: Law,
+    data: dict,
+    loss: np.ndarray,
+    point: FitResult,
+    n_boot: int = 1000,
+    delta: float = HUBER_DELTA,
+    seed: int = 0,
+    workers: int | None = None,
+) -> np.ndarray:
     """Thetas of ``n_boot`` refits on runs resampled with replacement: (n_boot, params)."""
     workers = workers or os.cpu_count() or 1
     seeds = np.random.default_rng(seed).integers(0, 2**63 - 1, n_boot)
-    chunks = [seeds[i::workers * 4] for i in range(workers * 4)]
+    chunks = [seeds[i :: workers * 4] for i in range(workers * 4)]
     jobs = [(law, data, np.asarray(loss, float), delta, point.starts, c) for c in chunks if len(c)]
     if workers == 1:
         parts = [_bootstrap_chunk(j) for j in jobs]
@@ -136,13 +161,18 @@ def natural_samples(law: Law, thetas: np.ndarray) -> dict[str, np.ndarray]:
 
 def summarize(law: Law, point: FitResult, thetas: np.ndarray, level: float = 0.95) -> dict:
     samples = natural_samples(law, thetas)
-    return {p: {"estimate": point.params[p], "ci": list(interval(samples[p], level))}
-            for p in law.params}
+    return {
+        p: {"estimate": point.params[p], "ci": list(interval(samples[p], level))}
+        for p in law.params
+    }
 
 
 def prediction_errors(law: Law, theta: np.ndarray, data: dict, loss: np.ndarray) -> dict:
     pred = law.predict(theta, data)
     rel = (pred - loss) / loss
-    return {"n": int(len(loss)), "rmse": float(np.sqrt(np.mean((pred - loss) ** 2))),
-            "mean_abs_rel_error": float(np.mean(np.abs(rel))),
-            "max_abs_rel_error": float(np.max(np.abs(rel))) if len(rel) else float("nan")}
+    return {
+        "n": len(loss),
+        "rmse": float(np.sqrt(np.mean((pred - loss) ** 2))),
+        "mean_abs_rel_error": float(np.mean(np.abs(rel))),
+        "max_abs_rel_error": float(np.max(np.abs(rel))) if len(rel) else float("nan"),
+    }

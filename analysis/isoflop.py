@@ -36,8 +36,15 @@ def _interp_log(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
     return float(np.exp(np.polyval(line, x)))
 
 
-def isoflop_group(g: pd.DataFrame, n_col: str, loss_col: str, tokens_col: str,
-                  n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict | None:
+def isoflop_group(
+    g: pd.DataFrame,
+    n_col: str,
+    loss_col: str,
+    tokens_col: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict | None:
     logn = np.log(g[n_col].to_numpy(float))
     loss = g[loss_col].to_numpy(float)
     fit = fit_parabola(logn, loss)
@@ -45,9 +52,14 @@ def isoflop_group(g: pd.DataFrame, n_col: str, loss_col: str, tokens_col: str,
         return None
     x, lstar, coef = fit
     d_star = _interp_log(x, logn, g[tokens_col].to_numpy(float))
-    out = {"n_star": float(np.exp(x)), "loss_star": float(lstar), "d_star": d_star,
-           "coef": coef.tolist(), "n_runs": int(len(g)),
-           "bracketed": bool(logn.min() <= x <= logn.max())}
+    out = {
+        "n_star": float(np.exp(x)),
+        "loss_star": float(lstar),
+        "d_star": d_star,
+        "coef": coef.tolist(),
+        "n_runs": len(g),
+        "bracketed": bool(logn.min() <= x <= logn.max()),
+    }
     samples = []
     if len(np.unique(logn)) >= 4:
         rng = np.random.default_rng(seed)
@@ -58,14 +70,17 @@ def isoflop_group(g: pd.DataFrame, n_col: str, loss_col: str, tokens_col: str,
                 samples.append((np.exp(f[0]), f[1]))
     if len(samples) >= max(10, n_boot // 10):
         s = np.array(samples)
-        out["n_star_ci"], out["loss_star_ci"] = list(interval(s[:, 0], level)), list(
-            interval(s[:, 1], level))
+        out["n_star_ci"], out["loss_star_ci"] = (
+            list(interval(s[:, 0], level)),
+            list(interval(s[:, 1], level)),
+        )
         out["n_star_samples"], out["loss_star_samples"] = s[:, 0], s[:, 1]
     return out
 
 
-def isoflop_table(df: pd.DataFrame, loss_col="val_loss", budget_col="budget_flops",
-                  n_boot: int = 1000) -> pd.DataFrame:
+def isoflop_table(
+    df: pd.DataFrame, loss_col="val_loss", budget_col="budget_flops", n_boot: int = 1000
+) -> pd.DataFrame:
     """One row per (budget, sparsity): N*, N_active*, D*, L* with intervals where estimable."""
     rows = []
     for (c, s), g in df.groupby([budget_col, "sparsity"]):
@@ -88,7 +103,7 @@ def power_law(x: np.ndarray, y: np.ndarray) -> dict:
     """y = k x^a fitted in log space; bootstrap interval on a over the points."""
     lx, ly = np.log(x), np.log(y)
     a, logk = np.polyfit(lx, ly, 1)
-    out = {"exponent": float(a), "coefficient": float(np.exp(logk)), "n": int(len(x))}
+    out = {"exponent": float(a), "coefficient": float(np.exp(logk)), "n": len(x)}
     if len(x) >= 3:
         rng = np.random.default_rng(0)
         boots = []
@@ -105,8 +120,10 @@ def optimal_size_scaling(iso: pd.DataFrame) -> dict:
     out = {}
     for s, g in iso.dropna(subset=["n_star"]).groupby("sparsity"):
         if g["budget"].nunique() >= 2:
-            out[f"{s:.4f}"] = {"n_star": power_law(g["budget"].values, g["n_star"].values),
-                               "d_star": power_law(g["budget"].values, g["d_star"].values)}
+            out[f"{s:.4f}"] = {
+                "n_star": power_law(g["budget"].values, g["n_star"].values),
+                "d_star": power_law(g["budget"].values, g["d_star"].values),
+            }
     return out
 
 
@@ -116,14 +133,16 @@ def loss_star_vs_sparsity(iso: pd.DataFrame) -> dict:
     for c, g in iso.dropna(subset=["loss_star"]).groupby("budget"):
         if g["sparsity"].nunique() < 2:
             continue
-        s, l = g["sparsity"].to_numpy(float), g["loss_star"].to_numpy(float)
-        slope = float(np.polyfit(s, l, 1)[0])
-        entry = {"slope": slope, "n": int(len(g))}
+        s, ls = g["sparsity"].to_numpy(float), g["loss_star"].to_numpy(float)
+        slope = float(np.polyfit(s, ls, 1)[0])
+        entry = {"slope": slope, "n": len(g)}
         if len(g) >= 3:
             rng = np.random.default_rng(0)
-            boots = [np.polyfit(s[i], l[i], 1)[0] for i in
-                     (rng.integers(0, len(s), len(s)) for _ in range(1000))
-                     if len(np.unique(s[i])) >= 2]
+            boots = [
+                np.polyfit(s[i], ls[i], 1)[0]
+                for i in (rng.integers(0, len(s), len(s)) for _ in range(1000))
+                if len(np.unique(s[i])) >= 2
+            ]
             entry["slope_ci"] = list(interval(np.array(boots)))
         out[f"{c:.4g}"] = entry
     return out
@@ -142,18 +161,33 @@ def tokens_for(budget: float, n: np.ndarray, s: np.ndarray, fcoef: np.ndarray) -
     return budget / fpt
 
 
-def law_optimum(law: Law, theta: np.ndarray, fcoef: np.ndarray, budget: float,
-                n: float | None = None, s: float | None = None,
-                n_range=(1e3, 1e13), s_max: float = 0.99) -> dict:
+def law_optimum(
+    law: Law,
+    theta: np.ndarray,
+    fcoef: np.ndarray,
+    budget: float,
+    n: float | None = None,
+    s: float | None = None,
+    n_range=(1e3, 1e13),
+    s_max: float = 0.99,
+) -> dict:
     """Minimise the fitted law at a budget over S (N fixed), N (S fixed), or both."""
     ns = np.array([n]) if n is not None else np.exp(np.linspace(*np.log(n_range), 400))
     ss = np.array([s]) if s is not None else np.linspace(0.0, s_max, 199)
     Ng, Sg = np.meshgrid(ns, ss, indexing="ij")
     Dg = tokens_for(budget, Ng, Sg, fcoef)
-    data = {"N": Ng.ravel(), "D": Dg.ravel(), "S": Sg.ravel(),
-            "E": 1.0 / np.maximum(1 - Sg.ravel(), 1e-6)}  # E = 1/(1-S) at K = 1
+    data = {
+        "N": Ng.ravel(),
+        "D": Dg.ravel(),
+        "S": Sg.ravel(),
+        "E": 1.0 / np.maximum(1 - Sg.ravel(), 1e-6),
+    }  # E = 1/(1-S) at K = 1
     loss = law.predict(theta, data).reshape(Ng.shape)
     i, j = np.unravel_index(np.argmin(loss), loss.shape)
-    return {"n": float(Ng[i, j]), "s": float(Sg[i, j]), "d": float(Dg[i, j]),
-            "loss": float(loss[i, j]), "at_edge": bool(
-                (n is None and i in (0, len(ns) - 1)) or (s is None and j == len(ss) - 1))}
+    return {
+        "n": float(Ng[i, j]),
+        "s": float(Sg[i, j]),
+        "d": float(Dg[i, j]),
+        "loss": float(loss[i, j]),
+        "at_edge": bool((n is None and i in (0, len(ns) - 1)) or (s is None and j == len(ss) - 1)),
+    }

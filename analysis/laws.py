@@ -12,8 +12,8 @@ E (experts, for the joint MoE law).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -42,12 +42,15 @@ class Law:
 
     def to_natural(self, theta: np.ndarray) -> dict[str, float]:
         with np.errstate(over="ignore"):  # a wild bootstrap refit may overflow to inf: keep it
-            return {p: float(np.exp(t)) if p in self.log_coefficients else float(t)
-                    for p, t in zip(self.params, theta)}
+            return {
+                p: float(np.exp(t)) if p in self.log_coefficients else float(t)
+                for p, t in zip(self.params, theta)
+            }
 
     def to_theta(self, natural: dict[str, float]) -> np.ndarray:
-        return np.array([np.log(natural[p]) if p in self.log_coefficients else natural[p]
-                         for p in self.params])
+        return np.array(
+            [np.log(natural[p]) if p in self.log_coefficients else natural[p] for p in self.params]
+        )
 
     def predict(self, theta: np.ndarray, data: dict) -> np.ndarray:
         X = self.design(data)
@@ -82,9 +85,13 @@ CHINCHILLA = Law(
     log_coefficients=["A", "B", "E"],
     needs=["N", "D"],
     design=_chinchilla_design,
-    init_grid={"A": [np.exp(v) for v in (0, 5, 10, 15)], "B": [np.exp(v) for v in (0, 5, 10, 15)],
-               "E": [np.exp(v) for v in (-1, -0.5, 0, 0.5)], "alpha": [0.0, 0.5, 1.0, 1.5],
-               "beta": [0.0, 0.5, 1.0, 1.5]},
+    init_grid={
+        "A": [np.exp(v) for v in (0, 5, 10, 15)],
+        "B": [np.exp(v) for v in (0, 5, 10, 15)],
+        "E": [np.exp(v) for v in (-1, -0.5, 0, 0.5)],
+        "alpha": [0.0, 0.5, 1.0, 1.5],
+        "beta": [0.0, 0.5, 1.0, 1.5],
+    },
     default_N="params_active",
 )
 
@@ -95,13 +102,17 @@ def _apple_design(data: dict) -> np.ndarray:
     lN, lD = _logs(data, "N", "D")
     l1S = np.log1p(-np.asarray(data["S"], dtype=float))
     # theta = [log a, log b, log c, log d, log e, alpha, beta, gamma, delta, lambda]
-    return _stack(len(lN), [
-        {0: 1.0, 5: -lN},
-        {1: 1.0, 6: -lD},
-        {2: 1.0, 9: -l1S},
-        {3: 1.0, 8: -l1S, 7: -lN},
-        {4: 1.0},
-    ], 10)
+    return _stack(
+        len(lN),
+        [
+            {0: 1.0, 5: -lN},
+            {1: 1.0, 6: -lD},
+            {2: 1.0, 9: -l1S},
+            {3: 1.0, 8: -l1S, 7: -lN},
+            {4: 1.0},
+        ],
+        10,
+    )
 
 
 APPLE = Law(
@@ -111,11 +122,18 @@ APPLE = Law(
     log_coefficients=["a", "b", "c", "d", "e"],
     needs=["N", "D", "S"],
     design=_apple_design,
-    init_grid={"a": [np.exp(v) for v in (0, 5, 10)], "b": [np.exp(v) for v in (0, 5, 10)],
-               "c": [np.exp(v) for v in (-3, -1)], "d": [np.exp(v) for v in (0, 5)],
-               "e": [np.exp(v) for v in (-1, 0, 0.5)], "alpha": [0.2, 0.6],
-               "beta": [0.2, 0.6], "gamma": [0.2, 0.6], "delta": [-0.5, 0.5],
-               "lambda": [-0.5, 0.5]},
+    init_grid={
+        "a": [np.exp(v) for v in (0, 5, 10)],
+        "b": [np.exp(v) for v in (0, 5, 10)],
+        "c": [np.exp(v) for v in (-3, -1)],
+        "d": [np.exp(v) for v in (0, 5)],
+        "e": [np.exp(v) for v in (-1, 0, 0.5)],
+        "alpha": [0.2, 0.6],
+        "beta": [0.2, 0.6],
+        "gamma": [0.2, 0.6],
+        "delta": [-0.5, 0.5],
+        "lambda": [-0.5, 0.5],
+    },
     default_N="params_total",
 )
 
@@ -132,11 +150,15 @@ def _joint_design(data: dict, E_start: float = 1.0, E_max: float = 1e9) -> np.nd
     lN, lD = _logs(data, "N", "D")
     lE = np.log(saturating_experts(data["E"], E_start, E_max))
     # theta = [log a, log b, log c, alpha, beta, gamma, delta, omega, zeta]
-    return _stack(len(lN), [
-        {0: 1.0, 6: lE, 3: lN, 5: lE * lN},
-        {1: 1.0, 7: lE, 4: lD, 8: lE * lD},
-        {2: 1.0},
-    ], 9)
+    return _stack(
+        len(lN),
+        [
+            {0: 1.0, 6: lE, 3: lN, 5: lE * lN},
+            {1: 1.0, 7: lE, 4: lD, 8: lE * lD},
+            {2: 1.0},
+        ],
+        9,
+    )
 
 
 JOINT_MOE = Law(
@@ -146,10 +168,17 @@ JOINT_MOE = Law(
     log_coefficients=["a", "b", "c"],
     needs=["N", "D", "E"],
     design=_joint_design,
-    init_grid={"a": [np.exp(v) for v in (0, 5, 10)], "b": [np.exp(v) for v in (0, 5, 10)],
-               "c": [np.exp(v) for v in (-1, 0, 0.5)], "alpha": [-0.6, -0.2],
-               "beta": [-0.6, -0.2], "gamma": [0.0], "delta": [0.0, 0.5],
-               "omega": [0.0], "zeta": [0.0, 0.02]},
+    init_grid={
+        "a": [np.exp(v) for v in (0, 5, 10)],
+        "b": [np.exp(v) for v in (0, 5, 10)],
+        "c": [np.exp(v) for v in (-1, 0, 0.5)],
+        "alpha": [-0.6, -0.2],
+        "beta": [-0.6, -0.2],
+        "gamma": [0.0],
+        "delta": [0.0, 0.5],
+        "omega": [0.0],
+        "zeta": [0.0, 0.02],
+    },
     default_N="params_active",
     constants={"E_start": 1.0, "E_max": 1e9},
 )
@@ -166,7 +195,8 @@ def law_data(df, law: Law, cols: Columns) -> dict:
             if sym == "S":  # dense data (e.g. published Chinchilla points): S = 0
                 out[sym] = np.zeros(len(df))
                 continue
-            raise KeyError(f"column {name!r} (for {sym}) is not in the table; "
-                           f"columns: {sorted(df.columns)}")
+            raise KeyError(
+                f"column {name!r} (for {sym}) is not in the table; columns: {sorted(df.columns)}"
+            )
         out[sym] = df[name].to_numpy(dtype=float)
     return out

@@ -10,8 +10,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from analysis.fit import (bootstrap, fit_law, interval, natural_samples, prediction_errors,
-                          summarize)
+from analysis.fit import bootstrap, fit_law, interval, natural_samples, prediction_errors, summarize
 from analysis.isoflop import flops_model, law_optimum
 from analysis.laws import LAWS, Columns, Law, law_data
 
@@ -31,10 +30,15 @@ class LawStudy:
     fcoef: np.ndarray | None  # flops-per-token model for optima (needs flops_per_token column)
 
     def to_json(self) -> dict:
-        return {"formula": self.law.formula, "columns": asdict(self.columns),
-                "constants": self.law.constants, "params": self.params,
-                "fit_errors": self.fit_errors, "holdout": self.holdout,
-                "n_bootstrap": int(len(self.thetas))}
+        return {
+            "formula": self.law.formula,
+            "columns": asdict(self.columns),
+            "constants": self.law.constants,
+            "params": self.params,
+            "fit_errors": self.fit_errors,
+            "holdout": self.holdout,
+            "n_bootstrap": len(self.thetas),
+        }
 
 
 def columns_for(law: Law, cols: Columns, n_given: bool) -> Columns:
@@ -49,8 +53,15 @@ def holdout_mask(df: pd.DataFrame, cols: Columns) -> tuple[np.ndarray, str | Non
     return (df[cols.S] == top).to_numpy(), f"{cols.S} == {top:.4g} (highest sparsity)"
 
 
-def study_law(df: pd.DataFrame, law_name: str, cols: Columns, n_given: bool = False,
-              n_boot: int = 1000, max_inits: int = 512, workers: int | None = None) -> LawStudy:
+def study_law(
+    df: pd.DataFrame,
+    law_name: str,
+    cols: Columns,
+    n_given: bool = False,
+    n_boot: int = 1000,
+    max_inits: int = 512,
+    workers: int | None = None,
+) -> LawStudy:
     law = LAWS[law_name]
     cols = columns_for(law, cols, n_given)
     data = law_data(df, law, cols)
@@ -64,22 +75,37 @@ def study_law(df: pd.DataFrame, law_name: str, cols: Columns, n_given: bool = Fa
     if rule and (~mask).sum() > len(law.params):
         sub = {k: v[~mask] for k, v in data.items()}
         part = fit_law(law, sub, loss[~mask], max_inits=max_inits)
-        holdout = {"rule": rule, "fit_n": int((~mask).sum()),
-                   "held_out": prediction_errors(law, part.theta,
-                                                 {k: v[mask] for k, v in data.items()}, loss[mask]),
-                   "params": part.params}
+        holdout = {
+            "rule": rule,
+            "fit_n": int((~mask).sum()),
+            "held_out": prediction_errors(
+                law, part.theta, {k: v[mask] for k, v in data.items()}, loss[mask]
+            ),
+            "params": part.params,
+        }
     fcoef = flops_model(df, cols.N) if {"flops_per_token", "sparsity"} <= set(df.columns) else None
-    return LawStudy(law, cols, point.theta, thetas, summarize(law, point, thetas),
-                    prediction_errors(law, point.theta, data, loss), holdout, data, loss,
-                    mask, fcoef)
+    return LawStudy(
+        law,
+        cols,
+        point.theta,
+        thetas,
+        summarize(law, point, thetas),
+        prediction_errors(law, point.theta, data, loss),
+        holdout,
+        data,
+        loss,
+        mask,
+        fcoef,
+    )
 
 
 def _sparsity_aware(law: Law) -> bool:
     return bool({"S", "E"} & set(law.needs))  # E enters as 1/(1-S) at K = 1
 
 
-def law_optima(st: LawStudy, budgets: list[float], n_fixed: dict[float, float],
-               sparsities: list[float]) -> dict:
+def law_optima(
+    st: LawStudy, budgets: list[float], n_fixed: dict[float, float], sparsities: list[float]
+) -> dict:
     """Optima the fitted law implies at each budget, with bootstrap intervals:
     S* at a fixed total N (the IsoFLOP N* where known), N* at each sparsity, and the joint
     optimum (flagged when it sits at the edge of the search range)."""
@@ -99,8 +125,10 @@ def law_optima(st: LawStudy, budgets: list[float], n_fixed: dict[float, float],
         for s in sparsities:
             best = law_optimum(st.law, st.theta, st.fcoef, c, s=s)["n"]
             boots = [law_optimum(st.law, t, st.fcoef, c, s=s)["n"] for t in st.thetas[:200]]
-            entry["n_star_at_s"][f"{s:.4f}"] = {"n_star": best,
-                                               "ci": list(interval(np.array(boots)))}
+            entry["n_star_at_s"][f"{s:.4f}"] = {
+                "n_star": best,
+                "ci": list(interval(np.array(boots))),
+            }
         out[f"{c:.4g}"] = entry
     return out
 
@@ -108,8 +136,13 @@ def law_optima(st: LawStudy, budgets: list[float], n_fixed: dict[float, float],
 def s_star_curves(st: LawStudy, budgets: list[float], n_grid: np.ndarray) -> dict:
     if st.fcoef is None or not _sparsity_aware(st.law):
         return {}
-    return {c: (n_grid, np.array([law_optimum(st.law, st.theta, st.fcoef, c, n=n)["s"]
-                                  for n in n_grid])) for c in budgets}
+    return {
+        c: (
+            n_grid,
+            np.array([law_optimum(st.law, st.theta, st.fcoef, c, n=n)["s"] for n in n_grid]),
+        )
+        for c in budgets
+    }
 
 
 def bootstrap_samples(st: LawStudy) -> dict[str, np.ndarray]:

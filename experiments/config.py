@@ -1,103 +1,164 @@
-"""The training run's typed configuration, built from Hydra's YAML and validated on load.
+"""The training run's typed configuration: the one place its defaults live.
 
-Everything that can be checked without touching data or torch is checked here, so a bad run
-(or a bad sweep) fails in seconds with one line naming the field.
+The dataclasses below (and ModelConfig/MoEConfig/DataConfig) are the schema: their defaults are
+registered in Hydra's ConfigStore as ``train_defaults``, which conf/train.yaml composes first,
+so the YAML presets hold only what differs. Every value is type- and range-checked on load
+(models/typed.py), so a bad run or sweep fails in seconds with one line naming the field.
+Fields marked LOGISTICS (where and how a run is recorded) are not part of the run's identity.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar, Literal
 
 from experiments.data import DataConfig, DataError
 from models import ConfigError, ModelConfig, MoEConfig, flops_per_token
+from models.typed import LOGISTICS, Typed, check, choices, identity
+from models.typed import from_dict as build
 
-SCHEDULES = ("cosine", "wsd", "constant")
+Schedule = Literal["cosine", "wsd", "constant"]
+SCHEDULES = choices(Schedule)
+KeepFinal = Literal["none", "weights", "checkpoint"]
+Parallel = Literal["auto", "ddp", "fsdp"]
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Typed):
+    """AdamW and its learning-rate schedule (experiments/optim.py)."""
+
+    section: ClassVar[str] = "optim"
+
     lr: float = 3e-3
+    """Peak learning rate."""
     betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW (beta1, beta2). Porian et al. 2024: beta2 = 0.95 is too low at small batches."""
     eps: float = 1e-8
+    """AdamW epsilon."""
     weight_decay: float = 0.1
+    """Decoupled weight decay on matrices and embeddings (not on norm gains)."""
     grad_clip: float = 1.0
-    schedule: str = "cosine"
+    """Global gradient-norm clip; 0 turns it off."""
+    schedule: Schedule = "cosine"
+    """cosine (to lr * min_lr_ratio), wsd (warmup-stable-decay) or constant, after warmup."""
     warmup_fraction: float = 0.05
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    decay_fraction: float = 0.2  # WSD: the last fraction of steps decays linearly
+    """Fraction of the steps spent in linear warmup."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of lr (cosine and wsd)."""
+    decay_fraction: float = 0.2
+    """WSD: the last fraction of steps decays linearly."""
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"optim.schedule: unknown {self.schedule!r}; choose one of {SCHEDULES}")
-        if self.lr <= 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        super().__post_init__()
+        check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        check(all(0 <= b < 1 for b in self.betas), "optim.betas", "must be in [0, 1)")
         for name in ("weight_decay", "grad_clip", "min_lr_ratio"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"optim.{name} must be >= 0")
+            check(getattr(self, name) >= 0, f"optim.{name}", "must be >= 0")
         for name in ("warmup_fraction", "decay_fraction"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"optim.{name} must be in [0, 1)")
+            check(0 <= getattr(self, name) < 1, f"optim.{name}", "must be in [0, 1)")
 
 
 @dataclass
-class BudgetConfig:
+class BudgetConfig(Typed):
+    section: ClassVar[str] = "budget"
+
     flops: float = 3e12
+    """Training compute: tokens = flops / flops_per_token (models/accounting.py), rounded to
+    whole optimiser steps."""
 
     def __post_init__(self) -> None:
-        self.flops = float(self.flops)
-        if not self.flops > 0:
-            raise ConfigError(f"budget.flops must be > 0, got {self.flops}")
+        super().__post_init__()
+        check(self.flops > 0, "budget.flops", f"must be > 0, got {self.flops}")
 
 
 @dataclass
-class LoopConfig:
-    batch_size: int = 16  # sequences per optimiser step
-    eval_tokens: int = 16384  # size of the fixed held-out validation set
-    eval_every: int = 0  # steps between validation evaluations; 0 = only at the end
-    divergence_factor: float = 2.0  # fail when the loss exceeds this x the first loss
-    compile: bool = False
-    nan_at_step: int | None = None  # fault injection (tests): the loss becomes NaN at this step
+class LoopConfig(Typed):
+    section: ClassVar[str] = "train"
+
+    batch_size: int = 16
+    """Sequences per optimiser step, over all data-parallel ranks together."""
+    eval_tokens: int = 16384
+    """Tokens of the fixed validation sample (windows spread over every validation document)."""
+    eval_every: int = field(default=0, metadata=LOGISTICS)
+    """Steps between validation evaluations; 0 = only at the end."""
+    divergence_factor: float = 2.0
+    """Fail the run when the training loss exceeds this times its first value."""
+    compile: Literal["auto", True, False] = field(default="auto", metadata=LOGISTICS)
+    """torch.compile the model: auto = the measured-faster choice on CUDA, off on CPU."""
+    nan_at_step: int | None = None
+    """Fault injection for tests: the loss becomes NaN at this step."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError("train.batch_size must be >= 1")
-        if self.eval_tokens < 1:
-            raise ConfigError("train.eval_tokens must be >= 1")
-        if self.divergence_factor <= 1:
-            raise ConfigError("train.divergence_factor must be > 1")
+        super().__post_init__()
+        check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.eval_tokens >= 1, "train.eval_tokens", "must be >= 1")
+        check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
+        check(self.divergence_factor > 1, "train.divergence_factor", "must be > 1")
 
 
 @dataclass
-class RunConfig:
-    """Where and how the run is recorded; not part of the run's identity (its hash)."""
+class RunConfig(Typed):
+    """Where and how the run is recorded: logistics, not part of the run's identity."""
+
+    section: ClassVar[str] = "run"
 
     root: str = "runs"
-    dir: str | None = None  # default: <root>/<run_id>
-    log_every: int = 10
-    checkpoint_every: int = 100
-    keep_checkpoint: bool = True
-    stop_after_steps: int | None = None  # leave the run resumable after this many steps
+    """Runs go to <root>/<run id> unless run.dir is given."""
+    dir: str | None = None
+    """An explicit run directory; it must belong to this config (see run.overwrite)."""
+    overwrite: bool = False
+    """Take over a run.dir that holds another config's run, discarding its files."""
+    log_every: int = 50
+    """Steps between progress lines and metrics rows (also at least every 20 s)."""
+    checkpoint_every_s: float = 600.0
+    """Wall-clock seconds between checkpoints (written in the background)."""
+    checkpoint_every: int | None = None
+    """Also checkpoint every this many steps (tests; None = by time only)."""
+    keep_final: KeepFinal = "none"
+    """What a finished run keeps: none, its final weights (weights.pt), or the checkpoint."""
+    stop_after_steps: int | None = None
+    """Leave the run resumable after this many steps."""
     retry_failed: bool = False
+    """Retry a run whose training failed (setup failures are always retried)."""
     device: str = "auto"
-    peak_flops: float | None = None  # for MFU; default: datasheet bf16 peak of known GPUs
+    """auto = a free GPU slot if CUDA is available, else cpu; or cpu, cuda, cuda:N."""
+    gpu_slots: int = 1
+    """Runs that may share one GPU (a sweep packing small runs sets this)."""
+    threads: int | None = None
+    """CPU threads for torch (None: torch's default); a CPU sweep running several runs at once
+    gives each one thread."""
+    peak_flops: float | None = None
+    """Peak FLOP/s per device for MFU; default: the datasheet bf16 peak of known GPUs."""
+    parallel: Parallel = "auto"
+    """Under torchrun: ddp, fsdp (FSDP2 fully_shard), or auto (FSDP when the model's training
+    state would not fit one GPU)."""
 
     def __post_init__(self) -> None:
-        if self.log_every < 1 or self.checkpoint_every < 1:
-            raise ConfigError("run.log_every and run.checkpoint_every must be >= 1")
+        super().__post_init__()
+        check(self.log_every >= 1, "run.log_every", "must be >= 1")
+        check(self.checkpoint_every_s > 0, "run.checkpoint_every_s", "must be > 0")
+        check(
+            self.checkpoint_every is None or self.checkpoint_every >= 1,
+            "run.checkpoint_every",
+            "must be >= 1 (or null)",
+        )
+        check(self.gpu_slots >= 1, "run.gpu_slots", "must be >= 1")
+        check(self.threads is None or self.threads >= 1, "run.threads", "must be >= 1 (or null)")
 
 
 @dataclass
-class TrainConfig:
-    model: ModelConfig
-    data: DataConfig
+class TrainConfig(Typed):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    run: RunConfig = field(default_factory=RunConfig, metadata=LOGISTICS)
     seed: int = 0
+    """Seeds the initialisation and the data order."""
     sweep_name: str | None = None
+    """The sweep this run belongs to (set by experiments.sweep)."""
 
     # -- derived quantities (the budget defines the run) --
     @property
@@ -111,23 +172,27 @@ class TrainConfig:
     @property
     def steps(self) -> int:
         """Optimiser steps the budget buys, rounded to the nearest whole step."""
-        return int(math.floor(self.budget.flops / (self.flops_per_token * self.tokens_per_step) + 0.5))
+        return math.floor(self.budget.flops / (self.flops_per_token * self.tokens_per_step) + 0.5)
 
     def identity(self) -> dict:
-        """The fields that define the run's result (everything but `run`)."""
-        d = asdict(self)
-        d.pop("run")
-        d["data"].pop("cache_dir")
-        return d
+        """The fields that define the run's result (everything but logistics)."""
+        return identity(self)
 
 
-def _build(cls, section: str, values: dict | None, **extra):
-    values = dict(values or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{section}: unknown field(s) {unknown}; known: {sorted(known)}")
-    return cls(**values, **extra)
+SECTIONS = {"model", "moe", "data", "optim", "budget", "train", "run", "seed", "sweep_name"}
+
+
+def defaults() -> dict:
+    """Every field's default as Hydra sees it: ``moe`` is its own top-level group."""
+    d = asdict(TrainConfig())
+    d["moe"] = d["model"].pop("moe")
+    return d
+
+
+def register_defaults() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="train_defaults", node=defaults())
 
 
 def from_dict(cfg: dict, check_steps: bool = True) -> TrainConfig:
@@ -135,30 +200,25 @@ def from_dict(cfg: dict, check_steps: bool = True) -> TrainConfig:
 
     ``check_steps=False`` lets the planner size candidates that its budget cannot afford."""
     cfg = dict(cfg)
-    allowed = {"model", "moe", "data", "optim", "budget", "train", "run", "seed", "sweep_name"}
-    unknown = sorted(set(cfg) - allowed)
+    unknown = sorted(set(cfg) - SECTIONS)
     if unknown:
         raise ConfigError(f"unknown top-level config key(s) {unknown}")
     try:
-        data = _build(DataConfig, "data", cfg.get("data"))
-    except TypeError as e:
-        raise ConfigError(f"data: {e}") from None
-    moe = _build(MoEConfig, "moe", cfg.get("moe"))
-    model = _build(ModelConfig, "model", cfg.get("model"), moe=moe)
-    if model.vocab_size != data.vocab_size:
+        data = build(DataConfig, cfg.get("data"))
+        model = dict(cfg.get("model") or {})
+        if model.get("vocab_size") == (cfg.get("data") or {}).get("vocab_size"):
+            model["vocab_size"] = data.vocab_size  # tied in train.yaml; a corpus may fill it in
+        moe = build(MoEConfig, cfg.pop("moe", None))
+        cfg["model"] = build(ModelConfig, model | {"moe": moe})
+        cfg["data"] = data
+        tc = build(TrainConfig, cfg, "config")
+    except DataError as e:  # DataConfig's own checks are config errors too
+        raise ConfigError(str(e)) from None
+    if tc.model.vocab_size != tc.data.vocab_size:
         raise ConfigError(
-            f"model.vocab_size={model.vocab_size} differs from data.vocab_size={data.vocab_size}"
+            f"model.vocab_size={tc.model.vocab_size} differs from "
+            f"data.vocab_size={tc.data.vocab_size}"
         )
-    tc = TrainConfig(
-        model=model,
-        data=data,
-        optim=_build(OptimConfig, "optim", cfg.get("optim")),
-        budget=_build(BudgetConfig, "budget", cfg.get("budget")),
-        train=_build(LoopConfig, "train", cfg.get("train")),
-        run=_build(RunConfig, "run", cfg.get("run")),
-        seed=int(cfg.get("seed", 0)),
-        sweep_name=cfg.get("sweep_name"),
-    )
     if check_steps:
         check_budget(tc)
     return tc
@@ -174,4 +234,4 @@ def check_budget(tc: TrainConfig, min_steps: int = 1) -> None:
         )
 
 
-__all__ = ["TrainConfig", "from_dict", "check_budget", "ConfigError", "DataError"]
+__all__ = ["ConfigError", "DataError", "TrainConfig", "check_budget", "from_dict"]

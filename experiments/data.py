@@ -1,15 +1,16 @@
-"""Corpora -> tokenized memmap shards (train/validation split by document), cached on disk.
+"""Training data: the configured corpus as tokenized shards, cached on disk.
 
 Sources (``data.source``):
 - ``sotu``: the embedded State of the Union corpus (experiments/corpora, public domain);
-- ``text``: a user's directory (every file matching ``data.glob``) or single text file
-  (cut into ~100 kB documents at line boundaries);
-- ``bin``: pre-tokenized nanoGPT shards, ``<path>/train.bin`` and ``<path>/val.bin``.
-Tokenizers (``data.tokenizer``): ``bpe`` (byte-level BPE trained locally on the train split
-with the `tokenizers` package; deterministic) or ``bytes`` (vocab 256).
-
-The cache key hashes the corpus content, the tokenizer settings and the split, so a changed
-corpus or setting never reuses stale shards. Nothing is downloaded.
+- ``text``: a user's directory (every file matching ``data.glob``; .jsonl and .parquet files
+  are read by their text column) or a single file;
+- ``bin``: a tokenized corpus directory: one written by ``python -m experiments.prepare``
+  (meta.json, train.bin, val.bin, val_docs.npy, each .bin possibly .xz-compressed) or
+  nanoGPT's ``train.bin``/``val.bin`` (uint16).
+Tokenizers (``data.tokenizer``): ``bpe`` (byte-level BPE trained locally; deterministic) or
+``bytes`` (vocab 256). ``sotu`` and ``text`` are tokenized by experiments/prepare.py into a
+cache directory keyed by a hash of the corpus, the tokenizer settings and the split, so a
+changed corpus or setting never reuses stale shards. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -21,211 +22,226 @@ import lzma
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Literal
 
 import numpy as np
 
-CORPORA_DIR = Path(__file__).parent / "corpora"
-SOURCES = ("sotu", "text", "bin")
-TOKENIZERS = ("bpe", "bytes")
-EOT = "<|endoftext|>"
-FORMAT_VERSION = 1
-_CHUNK_BYTES = 100_000
+from models.typed import LOGISTICS, Typed
+
+Source = Literal["sotu", "text", "bin"]
+Tokenizer = Literal["bpe", "bytes"]
+CACHE_ENV = "MOE_SCALING_CACHE"
+DEFAULT_CACHE = "~/.cache/moe-scaling"
 
 
 class DataError(ValueError):
     """The data configuration cannot work; the message says why."""
 
 
+def _shard(directory: Path, split: str) -> Path | None:
+    for name in (f"{split}.bin", f"{split}.bin.xz"):
+        if (directory / name).exists():
+            return directory / name
+    return None
+
+
 @dataclass
-class DataConfig:
-    source: str = "sotu"
+class DataConfig(Typed):
+    section: ClassVar[str] = "data"
+
+    source: Source = "sotu"
+    """sotu (embedded corpus), text (your files) or bin (a tokenized corpus directory)."""
     path: str | None = None
+    """text: a directory or one file; bin: the directory holding train.bin and val.bin."""
     glob: str = "**/*.txt"
-    tokenizer: str = "bpe"
+    """text: which files under path are documents."""
+    text_key: str = "text"
+    """text: the field holding a document in .jsonl and .parquet files."""
+    tokenizer: Tokenizer = "bpe"
+    """bpe (byte-level BPE trained locally on the training split) or bytes (vocab 256)."""
+    tokenizer_file: str | None = None
+    """A tokenizer.json to use instead of training a BPE (data.vocab_size must match it)."""
     vocab_size: int = 2048
+    """Vocabulary size (BPE target, 256 for bytes, the corpus's for bin)."""
     val_fraction: float = 0.05
-    cache_dir: str = "~/.cache/moe-scaling"
+    """Fraction of documents held out for validation (split by a hash of the document id)."""
+    cache_dir: str | None = field(default=None, metadata=LOGISTICS)
+    """Where tokenized shards are cached; default $MOE_SCALING_CACHE or ~/.cache/moe-scaling."""
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise DataError(f"data.source: unknown corpus {self.source!r}; choose one of {SOURCES}")
-        if self.source != "bin" and self.tokenizer not in TOKENIZERS:
-            raise DataError(f"data.tokenizer: unknown {self.tokenizer!r}; choose one of {TOKENIZERS}")
+        super().__post_init__()
         if self.source in ("text", "bin"):
             if not self.path:
                 raise DataError(f"data.path is required for data.source={self.source}")
-            if not Path(self.path).expanduser().exists():
+            root = Path(self.path).expanduser()
+            if not root.exists():
                 raise DataError(f"data.path: {self.path} does not exist")
-        if self.tokenizer == "bytes" and self.source != "bin" and self.vocab_size != 256:
-            raise DataError(f"data.vocab_size must be 256 for the bytes tokenizer, got {self.vocab_size}")
-        if self.tokenizer == "bpe" and self.source != "bin" and not 512 <= self.vocab_size <= 65535:
-            raise DataError(f"data.vocab_size: BPE vocab must be in [512, 65535], got {self.vocab_size}")
+            if self.source == "bin":
+                for split in ("train", "val"):
+                    if _shard(root, split) is None:
+                        raise DataError(
+                            f"data.path: {root} has no {split}.bin or {split}.bin.xz "
+                            "(make one with python -m experiments.prepare)"
+                        )
+        if self.source == "bin":
+            self._vocab_from_meta()
+        elif self.tokenizer_file:
+            if not Path(self.tokenizer_file).expanduser().is_file():
+                raise DataError(f"data.tokenizer_file: {self.tokenizer_file} does not exist")
+        elif self.tokenizer == "bytes" and self.vocab_size != 256:
+            raise DataError(
+                f"data.vocab_size must be 256 for the bytes tokenizer, got {self.vocab_size}"
+            )
+        elif self.tokenizer == "bpe" and not 512 <= self.vocab_size <= 65535:
+            raise DataError(
+                f"data.vocab_size: BPE vocab must be in [512, 65535], got {self.vocab_size}"
+            )
         if not 0.0 < self.val_fraction < 0.5:
             raise DataError(f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+    def _vocab_from_meta(self) -> None:
+        """A prepared corpus knows its vocabulary; nanoGPT shards need data.vocab_size."""
+        meta = Path(self.path).expanduser() / "meta.json"
+        known = json.loads(meta.read_text()).get("vocab_size") if meta.exists() else None
+        if self.vocab_size == 0:
+            if known is None:
+                raise DataError(
+                    f"data.vocab_size is required: {self.path} has no meta.json "
+                    "saying which vocabulary its tokens use"
+                )
+            self.vocab_size = int(known)
+        elif known is not None and known != self.vocab_size:
+            raise DataError(
+                f"data.vocab_size={self.vocab_size} but {self.path} was tokenized "
+                f"with a vocabulary of {known}"
+            )
+        if self.vocab_size < 1:
+            raise DataError(f"data.vocab_size must be >= 1, got {self.vocab_size}")
+
+    @property
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
 
 
 @dataclass
 class Dataset:
-    train: np.ndarray  # memmap of token ids
+    train: np.ndarray  # token ids (memmap)
     val: np.ndarray
+    val_docs: np.ndarray  # int64 start offset of every validation document in ``val``
     vocab_size: int
     key: str
     directory: Path
+    meta: dict
+
+    @property
+    def unique_train_tokens(self) -> int:
+        return len(self.train)
 
 
-# ---- documents ---------------------------------------------------------------------------
+# ---- reading a tokenized directory --------------------------------------------------------
 
 
-def _sotu_documents() -> Iterator[tuple[str, str]]:
-    with lzma.open(CORPORA_DIR / "sotu.jsonl.xz", "rt", encoding="utf-8") as f:
-        for line in f:
-            doc = json.loads(line)
-            yield doc["id"], doc["text"]
+def _decompress(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    with lzma.open(src, "rb") as f, open(tmp, "wb") as out:
+        shutil.copyfileobj(f, out, 16 << 20)
+    os.replace(tmp, dst)
 
 
-def _text_files(cfg: DataConfig) -> list[Path]:
-    root = Path(cfg.path).expanduser()
-    files = [root] if root.is_file() else sorted(p for p in root.glob(cfg.glob) if p.is_file())
-    if not files:
-        raise DataError(f"data.path: no files matching {cfg.glob!r} under {root}")
-    return files
+def read_tokenized(
+    directory: Path, vocab_size: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(train, val, val_docs, meta) of a tokenized directory; .xz shards must be decompressed
+    first (see ``prepare``)."""
+    meta_path = directory / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    dtype = meta.get("dtype", "uint16")
+    train = np.memmap(directory / "train.bin", dtype=dtype, mode="r")
+    val = np.memmap(directory / "val.bin", dtype=dtype, mode="r")
+    docs = directory / "val_docs.npy"
+    if docs.exists():
+        val_docs = np.load(docs)
+    else:  # nanoGPT shards have no document boundaries: 64k-token chunks stand in for them
+        val_docs = np.arange(0, max(len(val), 1), 65536, dtype=np.int64)
+        meta.setdefault("notes", []).append("no document boundaries: 64k-token chunks")
+    vocab = int(meta.get("vocab_size") or vocab_size or 0)
+    if vocab_size is not None and meta.get("vocab_size") and vocab_size != vocab:
+        raise DataError(
+            f"data.vocab_size={vocab_size} but {directory} was tokenized with a "
+            f"vocabulary of {vocab}"
+        )
+    for name, arr in (("train", train), ("val", val)):
+        if arr.size and int(arr.max()) >= vocab:
+            raise DataError(f"data.vocab_size={vocab} but {name}.bin holds id {int(arr.max())}")
+    return train, val, val_docs, meta
 
 
-def _text_documents(cfg: DataConfig) -> Iterator[tuple[str, str]]:
-    files = _text_files(cfg)
-    for p in files:
-        text = p.read_text(encoding="utf-8", errors="replace")
-        if len(files) > 1:
-            yield str(p), text
-            continue
-        # One file: cut it into documents at line boundaries so the split is by document.
-        start, i = 0, 0
-        while start < len(text):
-            end = text.find("\n", start + _CHUNK_BYTES)
-            end = len(text) if end < 0 else end + 1
-            yield f"{p}:{i}", text[start:end]
-            start, i = end, i + 1
-
-
-def documents(cfg: DataConfig) -> Iterator[tuple[str, str]]:
-    return _sotu_documents() if cfg.source == "sotu" else _text_documents(cfg)
-
-
-def is_validation(doc_id: str, val_fraction: float) -> bool:
-    h = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "little")
-    return (h % 1_000_000) < val_fraction * 1_000_000
-
-
-# ---- cache key ----------------------------------------------------------------------------
-
-
-def _corpus_fingerprint(cfg: DataConfig) -> str:
-    h = hashlib.sha256()
-    if cfg.source == "sotu":
-        h.update((CORPORA_DIR / "sotu.jsonl.xz").read_bytes())
-    elif cfg.source == "text":
-        for p in _text_files(cfg):
-            h.update(str(p).encode())
-            h.update(p.read_bytes())
-    else:
-        for name in ("train.bin", "val.bin"):
-            st = (Path(cfg.path).expanduser() / name).stat()
-            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()
-
-
-def cache_key(cfg: DataConfig) -> str:
-    settings = asdict(cfg) | {"format": FORMAT_VERSION, "corpus": _corpus_fingerprint(cfg)}
-    settings.pop("cache_dir")
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# ---- tokenization -------------------------------------------------------------------------
-
-
-def train_bpe(texts: Iterator[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return tok
-
-
-def _encode_split(docs: list[str], encode, eot: int | None, dtype) -> np.ndarray:
-    parts = []
-    for text in docs:
-        ids = encode(text)
-        parts.append(np.asarray(ids, dtype=dtype))
-        if eot is not None:
-            parts.append(np.asarray([eot], dtype=dtype))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-
-
-def _build(cfg: DataConfig, out: Path) -> dict:
-    train_docs, val_docs = [], []
-    for doc_id, text in documents(cfg):
-        (val_docs if is_validation(doc_id, cfg.val_fraction) else train_docs).append(text)
-    if not val_docs:  # tiny corpora: hold out the last document rather than none
-        val_docs.append(train_docs.pop())
-    if not train_docs:
-        raise DataError("data: the corpus has too few documents for a train/validation split")
-    dtype = np.uint16 if cfg.vocab_size <= 65536 else np.uint32
-    if cfg.tokenizer == "bytes":
-        encode, eot, vocab = (lambda t: np.frombuffer(t.encode("utf-8"), np.uint8)), None, 256
-    else:
-        tok = train_bpe(iter(train_docs), cfg.vocab_size)
-        tok.save(str(out / "tokenizer.json"))
-        eot, vocab = tok.token_to_id(EOT), tok.get_vocab_size()
-        encode = lambda t: tok.encode(t).ids  # noqa: E731
-    for name, docs in (("train", train_docs), ("val", val_docs)):
-        _encode_split(docs, encode, eot, dtype).tofile(out / f"{name}.bin")
-    return {"vocab_size": vocab, "dtype": np.dtype(dtype).name,
-            "documents": {"train": len(train_docs), "val": len(val_docs)}}
-
-
-def _link_bin(cfg: DataConfig, out: Path) -> dict:
+def _bin_key(cfg: DataConfig) -> str:
     src = Path(cfg.path).expanduser()
-    for name in ("train", "val"):
-        if not (src / f"{name}.bin").exists():
-            raise DataError(f"data.path: {src} has no {name}.bin (nanoGPT uint16 shards)")
-        arr = np.memmap(src / f"{name}.bin", dtype=np.uint16, mode="r")
-        if arr.size and int(arr.max()) >= cfg.vocab_size:
-            raise DataError(f"data.vocab_size={cfg.vocab_size} but {name}.bin holds id {int(arr.max())}")
-        os.symlink(src.resolve() / f"{name}.bin", out / f"{name}.bin")
-    return {"vocab_size": cfg.vocab_size, "dtype": "uint16"}
+    meta = src / "meta.json"
+    if meta.exists() and "key" in json.loads(meta.read_text()):
+        parts = [json.loads(meta.read_text())["key"]]
+    else:
+        parts = []
+        for split in ("train", "val"):
+            st = _shard(src, split).stat()
+            parts.append(f"{split}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256(json.dumps([*parts, cfg.vocab_size]).encode()).hexdigest()[:16]
+
+
+def _materialise_bin(cfg: DataConfig, out: Path) -> None:
+    """Link (or decompress) a tokenized directory's files into the cache entry ``out``."""
+    src = Path(cfg.path).expanduser().resolve()
+    for split in ("train", "val"):
+        shard = _shard(src, split)
+        if shard.suffix == ".xz":
+            _decompress(shard, out / f"{split}.bin")
+        else:
+            os.symlink(shard, out / f"{split}.bin")
+    for name in ("meta.json", "val_docs.npy", "tokenizer.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, out / name)
 
 
 def prepare(cfg: DataConfig) -> Dataset:
     """Tokenize (or reuse the cached shards of) the configured corpus."""
-    key = cache_key(cfg)
-    root = Path(cfg.cache_dir).expanduser()
+    from experiments import prepare as builder
+
+    root = cfg.cache_root
     root.mkdir(parents=True, exist_ok=True)
+    key = _bin_key(cfg) if cfg.source == "bin" else builder.corpus_key(builder.spec_for(cfg))
     final = root / key
     with open(root / f".{key}.lock", "w") as lock:  # concurrent runs of a sweep prepare once
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (final / "meta.json").exists():
+        if not (final / "train.bin").exists():
             tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}-"))
             try:
-                meta = _link_bin(cfg, tmp) if cfg.source == "bin" else _build(cfg, tmp)
-                meta |= {"key": key, "config": asdict(cfg)}
-                (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+                if cfg.source == "bin":
+                    _materialise_bin(cfg, tmp)
+                else:
+                    builder.build(builder.spec_for(cfg), tmp, progress=False)
                 if final.exists():
                     shutil.rmtree(final)
                 os.replace(tmp, final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    meta = json.loads((final / "meta.json").read_text())
-    train = np.memmap(final / "train.bin", dtype=meta["dtype"], mode="r")
-    val = np.memmap(final / "val.bin", dtype=meta["dtype"], mode="r")
-    return Dataset(train, val, meta["vocab_size"], key, final)
+    train, val, val_docs, meta = read_tokenized(final, cfg.vocab_size)
+    return Dataset(
+        train, val, val_docs, int(meta.get("vocab_size") or cfg.vocab_size), key, final, meta
+    )
+
+
+def check_lengths(ds: Dataset, seq_len: int) -> None:
+    """Both splits must hold at least one training window; say which does not."""
+    for name, arr in (("training", ds.train), ("validation", ds.val)):
+        if len(arr) < seq_len + 2:
+            raise DataError(
+                f"the {name} split of {ds.directory} has {len(arr)} tokens, fewer "
+                f"than model.seq_len + 2 = {seq_len + 2}; use more text or a "
+                "shorter model.seq_len"
+            )
+
+
+__all__ = ["DataConfig", "DataError", "Dataset", "check_lengths", "prepare"]

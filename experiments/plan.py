@@ -1,74 +1,146 @@
-"""Sweep spec -> IsoFLOP grid of runs (budgets x sparsities x sizes x seeds), with no model built.
+"""Sweep spec -> IsoFLOP grid of runs (budgets x sparsities x sizes x lrs x seeds), no model built.
 
 For each budget C and sparsity S the planner predicts the compute-optimal size with a simple
 rule (tokens = tokens_per_param x N, N = active non-embedding params by default) and picks
 ``sizes.count`` family members spaced ``sizes.spacing``x apart in N around it, so the IsoFLOP
-parabola's minimum is bracketed. Every run is a complete set of experiments.train overrides.
+parabola's minimum can be bracketed. It refuses a grid it cannot centre on that prediction
+(the family is too narrow) rather than silently shifting it. Every run is a complete set of
+experiments.train overrides.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import ClassVar, Literal
 
-from models import ConfigError, FamilyRule
+from models import ConfigError
 from models.accounting import account
+from models.typed import Typed, check
+from models.typed import from_dict as build
+
+ParamCount = Literal["params_active_non_embedding", "params_active"]
 
 
 @dataclass
-class SparsitySpec:
-    pairs: list[list[int]] | None = None  # explicit (E, K) pairs
-    values: list[float] | None = None  # S values, with E = top_k / (1 - S)
+class SparsitySpec(Typed):
+    section: ClassVar[str] = "sweep.sparsity"
+
+    pairs: list[list[int]] | None = None
+    """Explicit (E, K) pairs."""
+    values: list[float] | None = None
+    """S values, with E = top_k / (1 - S)."""
     top_k: int = 1
+    """K used with ``values``."""
 
     def expert_pairs(self) -> list[tuple[int, int]]:
         if (self.pairs is None) == (self.values is None):
             raise ConfigError("sweep.sparsity: give exactly one of pairs or values")
         if self.pairs is not None:
-            out = [tuple(int(v) for v in p) for p in self.pairs]
+            out = [tuple(p) for p in self.pairs]
             for p in out:
-                if len(p) != 2:
-                    raise ConfigError(f"sweep.sparsity.pairs: {p} is not an (E, K) pair")
+                check(len(p) == 2, "sweep.sparsity.pairs", f"{list(p)} is not an (E, K) pair")
             return out
         out = []
         for s in self.values:
-            if not 0 <= s < 1:
-                raise ConfigError(f"sweep.sparsity.values: S={s} must be in [0, 1)")
+            check(0 <= s < 1, "sweep.sparsity.values", f"S={s} must be in [0, 1)")
             e = self.top_k / (1 - s)
-            if abs(e - round(e)) > 1e-6:
-                raise ConfigError(
-                    f"sweep.sparsity.values: S={s} with top_k={self.top_k} needs "
-                    f"E={e:.3f}, not an integer; choose S = 1 - top_k/E"
-                )
-            out.append((int(round(e)), self.top_k))
+            check(
+                abs(e - round(e)) <= 1e-6,
+                "sweep.sparsity.values",
+                f"S={s} with top_k={self.top_k} needs E={e:.3f}, not an integer; "
+                "choose S = 1 - top_k/E",
+            )
+            out.append((round(e), self.top_k))
         return out
 
 
 @dataclass
-class FamilySpec(FamilyRule):
+class FamilySpec(Typed):
+    """How the family's members are shaped from d_model alone (the one free size knob):
+    n_layers = max(1, round(d_model / aspect_ratio)) (or a fixed ``n_layers``), n_heads =
+    d_model / head_dim, d_ff = ffn_ratio * d_model. Aspect ratio 64 gives GPT-2-like shapes
+    (768 -> 12 layers). At very small widths the rounded depth jumps (1 -> 2 layers doubles N),
+    too coarse a ladder to centre sizes on; a fixed depth keeps N growing smoothly with d^2."""
+
+    section: ClassVar[str] = "sweep.family"
+
+    aspect_ratio: int = 64
+    n_layers: int | None = None
+    head_dim: int = 64
+    ffn_ratio: int = 4
     d_model_min: int = 64
     d_model_max: int = 4096
     d_model_step: int = 64
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("aspect_ratio", "head_dim", "ffn_ratio", "d_model_min", "d_model_step"):
+            check(getattr(self, name) >= 1, f"sweep.family.{name}", "must be >= 1")
+        check(
+            self.n_layers is None or self.n_layers >= 1,
+            "sweep.family.n_layers",
+            "must be >= 1 (or null)",
+        )
+        check(self.head_dim % 2 == 0, "sweep.family.head_dim", "must be even (rotary)")
+        check(
+            self.d_model_max >= self.d_model_min,
+            "sweep.family.d_model_max",
+            "must be >= d_model_min",
+        )
+
+    def member(self, d_model: int) -> dict:
+        """The model overrides of the family member of width d_model."""
+        check(
+            d_model % self.head_dim == 0,
+            "model.d_model",
+            f"d_model={d_model} must be a multiple of family.head_dim={self.head_dim}",
+        )
+        layers = self.n_layers or max(1, math.floor(d_model / self.aspect_ratio + 0.5))
+        return {
+            "d_model": d_model,
+            "n_layers": layers,
+            "n_heads": d_model // self.head_dim,
+            "d_ff": self.ffn_ratio * d_model,
+        }
+
+    def widths(self, granularity: int) -> list[int]:
+        return [
+            d
+            for d in range(self.d_model_min, self.d_model_max + 1, self.d_model_step)
+            if d % self.head_dim == 0 and (self.ffn_ratio * d) % granularity == 0
+        ]
+
 
 @dataclass
-class SizesSpec:
+class SizesSpec(Typed):
+    section: ClassVar[str] = "sweep.sizes"
+
     count: int = 5
-    spacing: float = 1.7  # ratio of N between neighbouring sizes
-    tokens_per_param: float = 20.0  # rule for the predicted optimum
-    param_count: str = "params_active_non_embedding"
+    """Sizes per (budget, sparsity); >= 4 lets the parabola's interval be estimated."""
+    spacing: float = 1.7
+    """Ratio of N between neighbouring sizes."""
+    tokens_per_param: float = 20.0
+    """The rule for the predicted optimum: tokens = tokens_per_param x N."""
+    param_count: ParamCount = "params_active_non_embedding"
+    """Which N the rule is about."""
     min_steps: int = 100
+    """Refuse sizes that would train for fewer optimiser steps."""
 
     def __post_init__(self) -> None:
-        if self.count < 1 or self.spacing <= 1 or self.tokens_per_param <= 0:
-            raise ConfigError("sweep.sizes: need count >= 1, spacing > 1, tokens_per_param > 0")
-        if self.param_count not in ("params_active_non_embedding", "params_active"):
-            raise ConfigError(f"sweep.sizes.param_count: unknown {self.param_count!r}")
+        super().__post_init__()
+        check(
+            self.count >= 1 and self.spacing > 1 and self.tokens_per_param > 0,
+            "sweep.sizes",
+            "need count >= 1, spacing > 1, tokens_per_param > 0",
+        )
 
 
 @dataclass
-class SweepSpec:
+class SweepSpec(Typed):
+    section: ClassVar[str] = "sweep"
+
     name: str
     budgets: list[float]
     sparsity: SparsitySpec
@@ -76,27 +148,32 @@ class SweepSpec:
     sizes: SizesSpec = field(default_factory=SizesSpec)
     granularity: int = 1
     seeds: list[int] = field(default_factory=lambda: [0])
-    train: list[str] = field(default_factory=list)  # experiments.train overrides for every run
+    lrs: list[float] | None = None
+    """Learning rates to try at every point (None: the optim.lr of the train overrides)."""
+    batch_sizes: list[int] | None = None
+    """One train.batch_size per budget (None: the train overrides' batch size for all)."""
+    train: list[str] = field(default_factory=list)
+    """experiments.train overrides applied to every run."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(len(self.budgets) >= 1, "sweep.budgets", "give at least one budget")
+        check(len(self.seeds) >= 1, "sweep.seeds", "give at least one seed")
+        if self.batch_sizes is not None:
+            check(
+                len(self.batch_sizes) == len(self.budgets),
+                "sweep.batch_sizes",
+                f"give one batch size per budget ({len(self.budgets)})",
+            )
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SweepSpec":
-        d = dict(d)
-        try:
-            return cls(
-                name=d.pop("name"),
-                budgets=[float(b) for b in d.pop("budgets")],
-                sparsity=SparsitySpec(**d.pop("sparsity")),
-                family=FamilySpec(**d.pop("family", {})),
-                sizes=SizesSpec(**d.pop("sizes", {})),
-                **d,
-            )
-        except (TypeError, KeyError) as e:
-            raise ConfigError(f"sweep spec: {e}") from None
+    def from_dict(cls, d: dict) -> SweepSpec:
+        return build(cls, d)
 
 
 @dataclass
 class PlannedRun:
-    name: str  # human-readable: b<budget>_E<e>k<k>_d<d_model>_s<seed>
+    name: str  # human-readable: b<budget>_E<e>k<k>_d<d_model>[_lr<lr>]_s<seed>
     overrides: dict  # nested dict of experiments.train values
     budget: float
     d_model: int
@@ -111,78 +188,112 @@ class PlannedRun:
     tokens: int
     steps: int
     flops: float
+    lr: float
+    batch_size: int
     run_id: str = ""
 
 
-def size_overrides(d_model: int, rule: FamilyRule, E: int, K: int, G: int, seed: int,
-                   budget: float, sweep: str) -> dict:
-    n_layers = max(1, int(math.floor(d_model / rule.aspect_ratio + 0.5)))
-    return {
-        "model": {"d_model": d_model, "n_layers": n_layers, "n_heads": d_model // rule.head_dim,
-                  "d_ff": rule.ffn_ratio * d_model},
-        "moe": {"num_experts": E, "top_k": K, "granularity": G},
+def size_overrides(
+    spec: SweepSpec,
+    d_model: int,
+    E: int,
+    K: int,
+    seed: int,
+    budget: float,
+    lr: float | None,
+    batch: int | None,
+) -> dict:
+    out = {
+        "model": spec.family.member(d_model),
+        "moe": {"num_experts": E, "top_k": K, "granularity": spec.granularity},
         "budget": {"flops": budget},
         "seed": seed,
-        "sweep_name": sweep,
+        "sweep_name": spec.name,
     }
+    if lr is not None:
+        out["optim"] = {"lr": lr}
+    if batch is not None:
+        out["train"] = {"batch_size": batch}
+    return out
 
 
-def plan(spec: SweepSpec, compose: Callable[[dict], object]) -> list[PlannedRun]:
+Compose = Callable[..., object]  # (overrides, check_steps) -> TrainConfig
+
+
+def plan(spec: SweepSpec, compose: Compose) -> list[PlannedRun]:
     """``compose(overrides, check_steps) -> TrainConfig`` builds the exact config
     experiments.train will see for those overrides."""
-    fam = spec.family
-    widths = [d for d in range(fam.d_model_min, fam.d_model_max + 1, fam.d_model_step)
-              if d % fam.head_dim == 0 and (fam.ffn_ratio * d) % spec.granularity == 0]
+    widths = spec.family.widths(spec.granularity)
     if not widths:
         raise ConfigError("sweep.family: no d_model in [d_model_min, d_model_max] fits the rule")
     runs: list[PlannedRun] = []
-    for budget in spec.budgets:
+    for b, budget in enumerate(spec.budgets):
+        batch = spec.batch_sizes[b] if spec.batch_sizes else None
         for E, K in spec.sparsity.expert_pairs():
-            cands = [compose(size_overrides(d, fam, E, K, spec.granularity, spec.seeds[0],
-                                            budget, spec.name), check_steps=False)
-                     for d in widths]
-            chosen, target = _bracket(spec, budget, cands)
+            cands = [
+                compose(
+                    size_overrides(spec, d, E, K, spec.seeds[0], budget, None, batch),
+                    check_steps=False,
+                )
+                for d in widths
+            ]
+            chosen, target = bracket(spec, budget, cands)
             for tc in chosen:
-                for seed in spec.seeds:
-                    ov = size_overrides(tc.model.d_model, fam, E, K, spec.granularity, seed,
-                                        budget, spec.name)
-                    runs.append(_planned(spec, compose(ov), ov, target))
+                for lr in spec.lrs or [None]:
+                    for seed in spec.seeds:
+                        ov = size_overrides(spec, tc.model.d_model, E, K, seed, budget, lr, batch)
+                        runs.append(_planned(spec, compose(ov), ov, target))
     return runs
 
 
-def _rule_n(spec: SweepSpec, tc) -> int:
+def rule_n(spec: SweepSpec, tc) -> int:
     return getattr(account(tc.model), spec.sizes.param_count)
 
 
-def _bracket(spec: SweepSpec, budget: float, cands: list) -> tuple[list, float]:
+def bracket(spec: SweepSpec, budget: float, cands: list) -> tuple[list, float]:
+    """The ``count`` candidates centred on the rule's optimum at this budget, and that optimum.
+
+    The optimum is the N where C / (flops_per_token(N) * N) = tokens_per_param, interpolated
+    in log N between family members."""
     sz = spec.sizes
-    # The rule's optimum: the N where C / (fpt(N) * N) = tokens_per_param, interpolated in log N.
-    ratios = [math.log(budget / (tc.flops_per_token * _rule_n(spec, tc)) / sz.tokens_per_param)
-              for tc in cands]
-    ns = [math.log(_rule_n(spec, tc)) for tc in cands]
+    ratios = [
+        math.log(budget / (tc.flops_per_token * rule_n(spec, tc)) / sz.tokens_per_param)
+        for tc in cands
+    ]
+    ns = [math.log(rule_n(spec, tc)) for tc in cands]
+    where = f"budget {budget:.3g}, E={cands[0].model.moe.num_experts} K={cands[0].model.moe.top_k}"
     if ratios[0] < 0:
         raise ConfigError(
-            f"budget {budget:.3g}: even the smallest model (d_model={cands[0].model.d_model}) "
-            f"gets fewer than {sz.tokens_per_param} tokens/param; raise the budget or lower "
+            f"{where}: even the smallest model (d_model={cands[0].model.d_model}) gets fewer "
+            f"than {sz.tokens_per_param} tokens/param; raise the budget or lower "
             "sweep.family.d_model_min"
         )
     i = next((j for j, r in enumerate(ratios) if r < 0), None)
     if i is None:
-        raise ConfigError(f"budget {budget:.3g}: the optimum lies above d_model_max; raise it")
+        raise ConfigError(f"{where}: the optimum lies above d_model_max; raise it")
     t = ratios[i - 1] / (ratios[i - 1] - ratios[i])
     target = math.exp(ns[i - 1] + t * (ns[i] - ns[i - 1]))
-    wanted = [target * sz.spacing ** (k - (sz.count - 1) / 2) for k in range(sz.count)]
-    picked: list[int] = []
-    for w in wanted:
-        order = sorted(range(len(cands)), key=lambda j: abs(ns[j] - math.log(w)))
-        picked.append(next((j for j in order if j not in picked), order[0]))
-    chosen = [cands[j] for j in sorted(set(picked))]
+    wanted = [
+        math.log(target) + math.log(sz.spacing) * (k - (sz.count - 1) / 2) for k in range(sz.count)
+    ]
+    picked = sorted({min(range(len(cands)), key=lambda j: abs(ns[j] - w)) for w in wanted})
+    centre = sum(ns[j] for j in picked) / max(len(picked), 1)
+    if len(picked) < sz.count or abs(centre - math.log(target)) > math.log(sz.spacing) / 2:
+        lo, hi = cands[0].model.d_model, cands[-1].model.d_model
+        raise ConfigError(
+            f"{where}: the family cannot centre {sz.count} sizes spaced x{sz.spacing} on the "
+            f"rule's optimum N~{_human(target)} (members span d_model {lo}-{hi}, "
+            f"N {_human(math.exp(ns[0]))}-{_human(math.exp(ns[-1]))}, step "
+            f"{spec.family.d_model_step}); widen sweep.family.d_model_min/d_model_max, use a "
+            "finer d_model_step, or change sizes.spacing/count"
+        )
+    chosen = [cands[j] for j in picked]
     for tc in chosen:
         if tc.steps < sz.min_steps:
             raise ConfigError(
-                f"budget {budget:.3g}, E={tc.model.moe.num_experts} K={tc.model.moe.top_k}: "
-                f"d_model={tc.model.d_model} gets only {tc.steps} steps (< sweep.sizes.min_steps="
-                f"{sz.min_steps}); raise the budget, shrink the batch, or narrow the sizes"
+                f"{where}: d_model={tc.model.d_model} gets only {tc.steps} steps (< "
+                f"sweep.sizes.min_steps={sz.min_steps}); raise the budget, shrink the batch, or "
+                "narrow the sizes"
             )
     return chosen, target
 
@@ -191,13 +302,26 @@ def _planned(spec: SweepSpec, tc, overrides: dict, target: float) -> PlannedRun:
     acc = account(tc.model)
     m = tc.model
     tokens = tc.steps * tc.tokens_per_step
+    lr = f"_lr{tc.optim.lr:g}" if spec.lrs else ""
     return PlannedRun(
-        name=f"b{tc.budget.flops:.0e}_E{m.moe.num_experts}k{m.moe.top_k}_d{m.d_model}_s{tc.seed}",
-        overrides=overrides, budget=tc.budget.flops, d_model=m.d_model, n_layers=m.n_layers,
-        num_experts=m.moe.num_experts, top_k=m.moe.top_k, sparsity=acc.sparsity,
-        params_total=acc.params_total, params_active=acc.params_active,
-        n_rule=_rule_n(spec, tc), n_target=target, tokens=tokens, steps=tc.steps,
+        name=f"b{tc.budget.flops:.0e}_E{m.moe.num_experts}k{m.moe.top_k}_d{m.d_model}{lr}"
+        f"_s{tc.seed}",
+        overrides=overrides,
+        budget=tc.budget.flops,
+        d_model=m.d_model,
+        n_layers=m.n_layers,
+        num_experts=m.moe.num_experts,
+        top_k=m.moe.top_k,
+        sparsity=acc.sparsity,
+        params_total=acc.params_total,
+        params_active=acc.params_active,
+        n_rule=rule_n(spec, tc),
+        n_target=target,
+        tokens=tokens,
+        steps=tc.steps,
         flops=tokens * tc.flops_per_token,
+        lr=tc.optim.lr,
+        batch_size=tc.train.batch_size,
     )
 
 
@@ -208,20 +332,32 @@ def _human(n: float) -> str:
     return f"{n:.0f}"
 
 
-def format_table(runs: list[PlannedRun], statuses: dict[str, str]) -> str:
+def format_table(
+    runs: list[PlannedRun], statuses: dict[str, str], unique_tokens: int | None = None
+) -> str:
     lines = []
-    head = (f"{'run':<30} {'d':>5} {'L':>3} {'E':>4} {'K':>3} {'S':>6} {'N_total':>9} "
-            f"{'N_active':>9} {'tokens':>9} {'D/N':>6} {'steps':>6}  status")
+    head = (
+        f"{'run':<34} {'d':>5} {'L':>3} {'E':>4} {'K':>3} {'S':>6} {'N_total':>9} "
+        f"{'N_active':>9} {'tokens':>9} {'D/N':>6} {'steps':>6} {'epochs':>6}  status"
+    )
     for budget in sorted({r.budget for r in runs}):
         group = [r for r in runs if r.budget == budget]
-        lines.append(f"\nbudget C = {budget:.3g} FLOPs  (rule optimum N ~ "
-                     f"{_human(group[0].n_target)} at sparsity {group[0].sparsity:.3f})")
+        lines.append(
+            f"\nbudget C = {budget:.3g} FLOPs  (rule optimum N ~ "
+            f"{_human(group[0].n_target)} at sparsity {group[0].sparsity:.3f})"
+        )
         lines.append(head)
         for r in group:
+            epochs = f"{r.tokens / unique_tokens:6.2f}" if unique_tokens else f"{'?':>6}"
             lines.append(
-                f"{r.name:<30} {r.d_model:>5} {r.n_layers:>3} {r.num_experts:>4} {r.top_k:>3} "
+                f"{r.name:<34} {r.d_model:>5} {r.n_layers:>3} {r.num_experts:>4} {r.top_k:>3} "
                 f"{r.sparsity:>6.3f} {_human(r.params_total):>9} {_human(r.params_active):>9} "
-                f"{_human(r.tokens):>9} {r.tokens / r.n_rule:>6.1f} {r.steps:>6}  "
+                f"{_human(r.tokens):>9} {r.tokens / r.n_rule:>6.1f} {r.steps:>6} {epochs}  "
                 f"{statuses.get(r.run_id, 'pending')}"
             )
     return "\n".join(lines)
+
+
+def repeated(runs: list[PlannedRun], unique_tokens: int) -> list[PlannedRun]:
+    """Runs that would see their training data more than once."""
+    return [r for r in runs if r.tokens > unique_tokens]

@@ -1,25 +1,37 @@
-"""The run directory contract (ARCHITECTURE.md): config.yaml, metrics.jsonl, summary.json,
-checkpoint.pt. Every file that must never be half-written is written to a temp file and renamed.
+"""The run directory contract (ARCHITECTURE.md): its files, the run summary, the loop state.
+
+One directory per run id. ``run.json`` says which run it belongs to (a directory of another
+config is refused); ``.lock`` is held by the one process running it; config.yaml,
+metrics.jsonl, progress.json, summary.json, checkpoint.pt and weights.pt are as documented in
+ARCHITECTURE.md. Every file that must never be half-written is written to a temp file and
+renamed. Analysis reads file names from here (no torch is imported by this module).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG, METRICS, SUMMARY, PROGRESS = "config.yaml", "metrics.jsonl", "summary.json", "progress.json"
+CHECKPOINT, WEIGHTS, IDENTITY, LOCK = "checkpoint.pt", "weights.pt", "run.json", ".lock"
+STATUSES = ("done", "failed", "interrupted")
 
 
 def run_id(identity: dict) -> str:
-    """Stable id of a run: hash of its resolved config minus output paths and logistics."""
+    """Stable id of a run: hash of its resolved config minus logistics."""
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -45,35 +57,224 @@ def atomic_write_json(path: Path, obj: dict) -> None:
 
 def git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 def versions() -> dict:
-    import numpy
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
 
-    v = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__}
-    try:
-        from importlib.metadata import version
-
-        v["megablocks"] = version("megablocks")
-    except Exception:  # not installed: the normal case on CPU
-        pass
+    v = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "numpy", "megablocks"):
+        with contextlib.suppress(PackageNotFoundError):  # megablocks: the normal case on CPU
+            v[pkg] = version(pkg)
     return v
+
+
+@dataclass
+class TimeBreakdown:
+    """Where a run's wall time went (seconds, summed over resumes)."""
+
+    train_s: float = 0.0  # optimiser steps, after warm-up
+    warmup_s: float = 0.0  # the first steps: compilation, autotuning, allocator growth
+    eval_s: float = 0.0  # validation
+    checkpoint_s: float = 0.0  # time the training loop waited on checkpoints
+    data_s: float = 0.0  # loading data and building batches on the host
+    setup_s: float = 0.0  # building the model, optimiser and data
+
+
+@dataclass
+class LoopState:
+    """The training loop's own state, saved in every checkpoint."""
+
+    step: int = 0
+    first_loss: float | None = None
+    wall_time_s: float = 0.0
+    recent: list = field(default_factory=list)  # last training losses, for final_train_loss
+    val_loss: float | None = None
+    val_loss_se: float | None = None
+    time: TimeBreakdown = field(default_factory=TimeBreakdown)
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, d: dict) -> None:
+        for f in fields(self):
+            if f.name in d:
+                value = d[f.name]
+                setattr(self, f.name, TimeBreakdown(**value) if f.name == "time" else value)
+
+
+@dataclass
+class RunSummary:
+    """summary.json: one row of the runs table. Fields from the config are known before the
+    run starts (a run that fails in setup still has them); the rest are filled at the end."""
+
+    run_id: str
+    status: str | None = None  # done | failed | interrupted
+    reason: str | None = None
+    failure_kind: str | None = None  # setup (retried automatically) | training
+    sweep: str | None = None
+    budget_flops: float = 0.0
+    flops: float = 0
+    tokens: int = 0
+    steps: int = 0
+    planned_steps: int = 0
+    epochs: float | None = None  # tokens trained / unique training tokens
+    unique_train_tokens: int | None = None
+    sparsity: float = 0.0
+    num_experts: int = 1
+    top_k: int = 1
+    granularity: int = 1
+    num_shared_experts: int = 0
+    expert_type: str = "glu"
+    d_model: int = 0
+    n_layers: int = 0
+    n_heads: int = 0
+    d_ff: int = 0
+    seq_len: int = 0
+    vocab_size: int = 0
+    batch_size: int = 0
+    lr: float = 0.0
+    beta1: float = 0.0
+    beta2: float = 0.0
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.0
+    schedule: str = ""
+    params_total: int = 0
+    params_active: int = 0
+    params_embedding: int = 0
+    params_active_non_embedding: int = 0
+    flops_per_token: int = 0
+    flops_convention: str = ""
+    final_train_loss: float | None = None
+    val_loss: float | None = None
+    val_loss_se: float | None = None  # standard error over validation documents
+    val_tokens: int | None = None
+    val_documents: int | None = None
+    seed: int = 0
+    backend: str = ""
+    device: str | None = None
+    world_size: int = 1
+    compile: bool | None = None
+    wall_time_s: float = 0.0
+    tokens_per_s: float | None = None
+    mfu: float | None = None  # active-FLOP rate / (devices x peak bf16 FLOP/s)
+    time: dict = field(default_factory=dict)  # TimeBreakdown
+    data: str = ""
+    tokenizer: str = ""
+    data_key: str | None = None
+    git_sha: str | None = None
+    versions: dict = field(default_factory=dict)
+
+    @classmethod
+    def planned(cls, tc, rid: str) -> RunSummary:
+        """The fields a config determines (accounting included), before anything runs."""
+        from models.accounting import account
+
+        acc, m, o = account(tc.model), tc.model, tc.optim
+        return cls(
+            run_id=rid,
+            sweep=tc.sweep_name,
+            budget_flops=tc.budget.flops,
+            planned_steps=tc.steps,
+            sparsity=acc.sparsity,
+            num_experts=m.moe.num_experts,
+            top_k=m.moe.top_k,
+            granularity=m.moe.granularity,
+            num_shared_experts=m.moe.num_shared_experts,
+            expert_type=m.moe.expert_type,
+            d_model=m.d_model,
+            n_layers=m.n_layers,
+            n_heads=m.n_heads,
+            d_ff=m.d_ff,
+            seq_len=m.seq_len,
+            vocab_size=m.vocab_size,
+            batch_size=tc.train.batch_size,
+            lr=o.lr,
+            beta1=o.betas[0],
+            beta2=o.betas[1],
+            weight_decay=o.weight_decay,
+            warmup_fraction=o.warmup_fraction,
+            schedule=o.schedule,
+            params_total=acc.params_total,
+            params_active=acc.params_active,
+            params_embedding=acc.params_embedding,
+            params_active_non_embedding=acc.params_active_non_embedding,
+            flops_per_token=acc.flops_per_token,
+            flops_convention=acc.flops_convention,
+            seed=tc.seed,
+            backend=m.moe.backend,
+            data=tc.data.source,
+            tokenizer=tc.data.tokenizer,
+            git_sha=git_sha(),
+            versions=versions(),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RunBusy(RuntimeError):
+    """Another process holds the run directory."""
+
+
+class ForeignRunDir(RuntimeError):
+    """The run directory belongs to another run id."""
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
+    """(rows, numbers of unreadable lines). A torn or corrupt line is reported, never used to
+    drop the rows after it."""
+    rows, bad = [], []
+    if not path.exists():
+        return rows, bad
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError
+        except ValueError:
+            bad.append(i)
+            continue
+        rows.append(row)
+    return rows, bad
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether some process holds the run's lock (a crashed holder's lock is released by the
+    kernel with its file descriptors, so a stale lock cannot block anything)."""
+    path = Path(run_dir) / LOCK
+    if not path.exists():
+        return False
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
 
 
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.config = self.path / "config.yaml"
-        self.metrics = self.path / "metrics.jsonl"
-        self.summary = self.path / "summary.json"
-        self.checkpoint = self.path / "checkpoint.pt"
-        self.progress = self.path / "progress.json"
+        self.config = self.path / CONFIG
+        self.metrics = self.path / METRICS
+        self.summary = self.path / SUMMARY
+        self.checkpoint = self.path / CHECKPOINT
+        self.weights = self.path / WEIGHTS
+        self.progress = self.path / PROGRESS
+        self.identity = self.path / IDENTITY
+        self._lock = None
 
     def create(self) -> None:
         try:
@@ -84,38 +285,87 @@ class RunDir:
         except OSError as e:
             raise PermissionError(f"run.dir: cannot write to {self.path}: {e.strerror}") from None
 
+    # -- ownership --
+    def owner(self) -> str | None:
+        """The run id this directory belongs to (run.json, else an older summary's)."""
+        for path, key in ((self.identity, "run_id"), (self.summary, "run_id")):
+            try:
+                return json.loads(path.read_text())[key]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return None
+
+    def has_records(self) -> bool:
+        return any(p.exists() for p in (self.checkpoint, self.metrics, self.summary))
+
+    def claim(self, rid: str, overwrite: bool, named_by_id: bool) -> None:
+        """Make this directory run ``rid``'s, refusing (or with ``overwrite`` discarding)
+        another run's records. ``named_by_id``: the directory is <root>/<rid>, so records
+        without an owner (written before run.json existed) are this run's."""
+        owner = self.owner()
+        foreign = owner != rid if owner else (self.has_records() and not named_by_id)
+        if foreign and not overwrite:
+            raise ForeignRunDir(
+                f"{self.path} holds run {owner or '(unknown)'}, not this config's run {rid}; "
+                "use another run.dir, or pass run.overwrite=true to discard it"
+            )
+        if foreign:
+            for p in (self.checkpoint, self.metrics, self.summary, self.progress, self.weights):
+                p.unlink(missing_ok=True)
+        if owner != rid:
+            atomic_write_json(self.identity, {"run_id": rid, "created": time.time()})
+
+    # -- the lock --
+    def lock(self) -> None:
+        """Hold the directory for this process's run; RunBusy if another process holds it."""
+        f = open(self.path / LOCK, "a+")  # noqa: SIM115 (held until release())
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunBusy(f"{self.path} is being trained by {holder}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        self._lock = f
+
+    def release(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    # -- records --
     def read_summary(self) -> dict | None:
         try:
-            return json.loads(self.summary.read_text())
+            s = json.loads(self.summary.read_text())
+            return s if isinstance(s, dict) else None
         except (OSError, ValueError):
             return None
 
     def write_config(self, resolved: dict) -> None:
         atomic_write_bytes(self.config, yaml.safe_dump(resolved, sort_keys=False).encode())
 
-    def write_summary(self, summary: dict) -> None:
-        atomic_write_json(self.summary, summary)
+    def write_summary(self, summary: RunSummary | dict) -> None:
+        data = summary.to_dict() if isinstance(summary, RunSummary) else summary
+        atomic_write_json(self.summary, data)
 
     def write_progress(self, progress: dict) -> None:
         atomic_write_json(self.progress, progress | {"time": time.time()})
 
-    def append_metrics(self, row: dict) -> None:
+    def append_metrics(self, rows: list[dict]) -> None:
         with open(self.metrics, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
             f.flush()
 
-    def truncate_metrics(self, last_step: int) -> None:
-        """Keep only complete rows up to ``last_step`` (the checkpoint we resume from), so a
-        resumed run's metrics.jsonl continues exactly like an uninterrupted one."""
-        if not self.metrics.exists():
-            return
-        kept = []
-        for line in self.metrics.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                break  # a torn last line from a kill
-            if row.get("step", 0) > last_step:
-                break
-            kept.append(line + "\n")
-        atomic_write_bytes(self.metrics, "".join(kept).encode())
+    def truncate_metrics(self, last_step: int) -> list[int]:
+        """Keep the readable rows up to ``last_step`` (the checkpoint we resume from), so a
+        resumed run's metrics.jsonl continues exactly like an uninterrupted one. Returns the
+        unreadable lines it dropped (a torn last line after a kill, or damage)."""
+        rows, bad = read_jsonl(self.metrics)
+        kept = [r for r in rows if r.get("step", 0) <= last_step]
+        atomic_write_bytes(self.metrics, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        return bad

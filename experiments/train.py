@@ -1,24 +1,32 @@
 """One training run: ``python -m experiments.train model=tiny moe.num_experts=4 budget.flops=3e12``.
 
 Rerunning a finished config is a no-op that says so; rerunning an interrupted one resumes from
-its checkpoint; a failed one is left alone unless ``run.retry_failed=true``. Bad configs fail
-before training with one line.
+its checkpoint; one whose training failed is left alone unless ``run.retry_failed=true`` (a
+failure in setup, such as a missing GPU or empty data folder, is retried automatically). One
+process at a time holds a run directory; a directory that belongs to another config is
+refused. Ctrl-C or SIGTERM saves a checkpoint and exits with one line. Bad configs fail before
+training with one line and exit code 2. Under torchrun every rank runs this; rank 0 alone
+writes the run record.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.config import ConfigError, DataError, TrainConfig, from_dict
-from experiments.record import RunDir, run_id
+from experiments import distributed as dist_
+from experiments.config import ConfigError, DataError, TrainConfig, from_dict, register_defaults
+from experiments.record import ForeignRunDir, RunBusy, RunDir, RunSummary, run_id
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
+register_defaults()
 
 
 class RunError(Exception):
@@ -37,62 +45,151 @@ def run_directory(tc: TrainConfig, rid: str) -> RunDir:
     return RunDir(Path(tc.run.dir) if tc.run.dir else Path(tc.run.root) / rid)
 
 
+def _say(d, message: str) -> None:
+    if d.is_main:
+        print(message, flush=True)
+
+
+def _should_train(tc: TrainConfig, rid: str, rd: RunDir) -> dict | None:
+    """None to train; else the summary that says why not (done, failed, running)."""
+    previous = rd.read_summary()
+    status = (previous or {}).get("status")
+    if previous and status == "done" and previous.get("run_id") == rid:
+        val = previous.get("val_loss")
+        print(f"[{rid}] already done (val_loss {val:.4f}); nothing to train: {rd.path}", flush=True)
+        return previous
+    if previous and status == "failed" and previous.get("run_id") == rid:
+        if previous.get("failure_kind") == "setup":
+            print(f"[{rid}] setup failed before ({previous.get('reason')}); retrying", flush=True)
+        elif not tc.run.retry_failed:
+            print(
+                f"[{rid}] failed before ({previous.get('reason')}); pass "
+                f"run.retry_failed=true to retry: {rd.path}",
+                flush=True,
+            )
+            return previous
+    return None
+
+
+def _open_run_dir(tc: TrainConfig, rid: str, rd: RunDir, resolved: dict) -> dict | None:
+    """Rank 0: check, claim and lock the directory. Returns a summary when not training."""
+    try:
+        rd.create()
+        rd.claim(rid, tc.run.overwrite, named_by_id=tc.run.dir is None)
+    except (PermissionError, ForeignRunDir) as e:
+        raise RunError(str(e)) from None
+    skip = _should_train(tc, rid, rd)
+    if skip is not None:
+        return skip
+    try:
+        rd.lock()
+    except RunBusy as e:
+        print(f"[{rid}] skipped: {e}", flush=True)
+        return {"run_id": rid, "status": "running", "reason": str(e)}
+    previous = rd.read_summary()
+    if previous and previous.get("status") == "failed":  # a retry starts from scratch
+        for p in (rd.summary, rd.checkpoint, rd.metrics):
+            p.unlink(missing_ok=True)
+    rd.write_config(resolved)
+    return None
+
+
+def _failed(tc, rid, kind: str, reason: str) -> RunSummary:
+    return replace(RunSummary.planned(tc, rid), status="failed", failure_kind=kind, reason=reason)
+
+
 def execute(resolved: dict) -> dict:
     """Run (or skip, or resume) the run this resolved config describes; return its summary."""
-    from experiments.data import prepare
-    from experiments.devices import select_device
-    from experiments.trainer import Trainer, TrainingFailed, base_summary
+    from experiments.data import check_lengths, prepare
+    from experiments.devices import DeviceUnavailable, gpu_slot
+    from experiments.interrupts import Interrupted, Interrupts
+    from experiments.trainer import Trainer, TrainingFailed
     from models.backends import BackendUnavailable
 
     tc = from_dict(resolved)
+    d = dist_.init()
+    if tc.train.batch_size % d.world:
+        raise ConfigError(
+            f"train.batch_size={tc.train.batch_size} is not divisible by the "
+            f"{d.world} data-parallel ranks"
+        )
     rid = run_id(tc.identity())
     rd = run_directory(tc, rid)
-    previous = rd.read_summary()
-    if previous and previous.get("status") == "done":
-        print(f"[{rid}] already done (val_loss {previous.get('val_loss'):.4f}); "
-              f"nothing to train: {rd.path}", flush=True)
-        return previous
-    if previous and previous.get("status") == "failed" and not tc.run.retry_failed:
-        print(f"[{rid}] failed before ({previous.get('reason')}); pass run.retry_failed=true "
-              f"to retry: {rd.path}", flush=True)
-        return previous
+    skip = _open_run_dir(tc, rid, rd, resolved) if d.is_main else None
+    skip = dist_.broadcast_object(skip, d)
+    if skip is not None:
+        return skip
+    if tc.run.threads:
+        import torch
+
+        torch.set_num_threads(tc.run.threads)
+    summary, trainer = None, None
     try:
-        rd.create()
-    except PermissionError as e:
-        raise RunError(str(e)) from None
-    if previous:  # retrying a failed run: start from scratch
-        rd.summary.unlink(missing_ok=True)
-        rd.checkpoint.unlink(missing_ok=True)
-    rd.write_config(resolved)
-    try:
-        device = select_device(tc.run.device)
-        data = prepare(tc.data)
-        trainer = Trainer(tc, rid, rd, data, device)
-    except (DataError, ValueError, BackendUnavailable, RuntimeError) as e:
-        summary = base_summary(tc, rid) | {"status": "failed", "reason": f"setup: {e}"}
-        rd.write_summary(summary)
+        with gpu_slot(tc.run.device, tc.run.gpu_slots, dist_.device_for(d)) as device:
+            try:
+                data = prepare(tc.data)
+                check_lengths(data, tc.model.seq_len)
+                trainer = Trainer(tc, rid, rd, data, device, d)
+            except (DataError, ValueError, BackendUnavailable, RuntimeError) as e:
+                summary = _failed(tc, rid, "setup", f"setup: {e}")
+                raise RunError(f"[{rid}] {e}") from None
+            _say(
+                d,
+                f"[{rid}] {tc.steps} steps x {tc.tokens_per_step} tokens, "
+                f"{trainer.acc.params_active:,} active / {trainer.acc.params_total:,} total "
+                f"params, S={trainer.acc.sparsity:.3f}, device {device} x{d.world}, backend "
+                f"{trainer.backend}{', compiled' if trainer.compiled else ''}: {rd.path}",
+            )
+            try:
+                with Interrupts() as interrupts:
+                    summary = trainer.run(interrupts)
+            except TrainingFailed as e:
+                summary = trainer.summary("failed", str(e))
+                summary.failure_kind = "training"
+            except Interrupted as e:
+                summary = e.summary
+                raise
+            except Exception as e:  # OOM, kernel errors...: record why, never lose the run
+                summary = trainer.summary("failed", f"{type(e).__name__}: {e}")
+                summary.failure_kind = "training"
+                traceback.print_exc()
+    except DeviceUnavailable as e:  # a setup failure too: retried on the next run
+        summary = _failed(tc, rid, "setup", f"setup: {e}")
         raise RunError(f"[{rid}] {e}") from None
-    print(f"[{rid}] {tc.steps} steps x {tc.tokens_per_step} tokens, "
-          f"{trainer.acc.params_active:,} active / {trainer.acc.params_total:,} total params, "
-          f"S={trainer.acc.sparsity:.3f}, device {device}, backend {trainer.backend}: {rd.path}",
-          flush=True)
-    try:
-        summary = trainer.run()
-    except TrainingFailed as e:
-        summary = trainer.summary("failed", str(e))
-    except Exception as e:  # OOM, kernel errors...: record why, never lose the run silently
-        summary = trainer.summary("failed", f"{type(e).__name__}: {e}")
-        traceback.print_exc()
-    if summary["status"] == "interrupted":
-        print(f"[{rid}] stopped at step {summary['step']} as asked; rerun to resume: {rd.path}")
-        return summary
-    rd.write_summary(summary)
-    if summary["status"] == "failed":
-        print(f"[{rid}] FAILED: {summary['reason']}: {rd.path}", flush=True)
+    finally:
+        if summary is not None and d.is_main:
+            rd.write_summary(summary)
+        if d.is_main:
+            rd.release()
+        del trainer
+        _free_memory()
+    _report(d, rid, rd, summary)
+    return summary.to_dict()
+
+
+def _report(d, rid: str, rd: RunDir, s: RunSummary) -> None:
+    if s.status == "failed":
+        _say(d, f"[{rid}] FAILED: {s.reason}: {rd.path}")
+    elif s.status == "interrupted":
+        _say(d, f"[{rid}] {s.reason}: {rd.path}")
     else:
-        print(f"[{rid}] done: val_loss {summary['val_loss']:.4f}, "
-              f"{summary['tokens_per_s']:.0f} tok/s, run directory: {rd.path}", flush=True)
-    return summary
+        _say(
+            d,
+            f"[{rid}] done: val_loss {s.val_loss:.4f}, {s.tokens_per_s:.0f} tok/s"
+            f"{f', MFU {100 * s.mfu:.1f}%' if s.mfu else ''}, run directory: {rd.path}",
+        )
+
+
+def _free_memory() -> None:
+    """A sweep's worker process trains run after run: give the GPU memory back."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def _is_multirun() -> bool:
@@ -107,6 +204,8 @@ def _is_multirun() -> bool:
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig):
+    from experiments.interrupts import Interrupted
+
     try:
         summary = execute(resolve(cfg))
     except (ConfigError, DataError, RunError) as e:
@@ -114,6 +213,9 @@ def main(cfg: DictConfig):
         if _is_multirun():  # a sweep keeps going; the sweep's status reports the failure
             return {"status": "failed", "reason": str(e)}
         sys.exit(EXIT_CONFIG)
+    except Interrupted as e:  # the whole process stops, a sweep too: that is what was asked
+        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.code)
     if summary.get("status") == "failed" and not _is_multirun():
         sys.exit(EXIT_FAILED)
     return summary

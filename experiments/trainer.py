@@ -1,51 +1,51 @@
 """One training run: budget -> steps, the loop, evaluation, checkpoints, the run record.
 
-Resumable bit-exactly on CPU: batches are a pure function of (seed, step), and the checkpoint
-holds model, optimiser, RNG states and the loop's running statistics.
+The step never waits on the host: losses stay on the device and are read when a line is
+logged (the NaN/divergence check runs then, naming the step that went bad), batches are built
+on the device, and checkpoints are written in the background. Resumable bit-exactly on CPU:
+batches are a pure function of (seed, step), and the checkpoint holds model, optimiser, RNG
+states and the loop's state (experiments/record.py LoopState).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
+from experiments import distributed as dist_
+from experiments.batches import Batches, clustered_mean, validation_windows
+from experiments.checkpoint import (
+    AsyncCheckpointer,
+    load_training_state,
+    model_state,
+    rng_state,
+    set_rng_state,
+    training_state,
+)
 from experiments.config import TrainConfig
 from experiments.data import Dataset
 from experiments.devices import peak_flops
+from experiments.interrupts import Interrupted, Interrupts
 from experiments.optim import build_optimizer, lr_at
-from experiments.record import RunDir, atomic_write_bytes, git_sha, versions
+from experiments.record import LoopState, RunDir, RunSummary
 from models import MoETransformer, account
 from models.backends import resolve_backend
+
+WARMUP_STEPS = 3  # steps timed as warm-up (compilation, autotuning, allocator growth)
+LOG_EVERY_S = 20  # also log at least this often (single process)
+AGREE_EVERY = 10  # multi-rank: steps between agreeing on interrupts and checkpoints
+# train.compile=auto compiles on CUDA when the run is long enough to repay compilation
+# (docs/gpu-performance.md has the measurement behind this number).
+COMPILE_MIN_STEPS = 1000
 
 
 class TrainingFailed(RuntimeError):
     """The run cannot go on (non-finite or diverging loss); the message is the reason."""
-
-
-def get_batch(data: np.ndarray, step: int, seed: int, batch: int, seq_len: int):
-    """The batch of optimiser step ``step``: a pure function of (seed, step)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    starts = torch.randint(0, len(data) - seq_len - 1, (batch,), generator=g).numpy()
-    rows = np.stack([data[s : s + seq_len + 1] for s in starts]).astype(np.int64)
-    t = torch.from_numpy(rows)
-    return t[:, :-1], t[:, 1:]
-
-
-def validation_set(val: np.ndarray, seq_len: int, eval_tokens: int) -> torch.Tensor:
-    """Fixed held-out sequences: the first eval_tokens tokens of the validation split."""
-    n = min(eval_tokens // seq_len, (len(val) - 1) // seq_len)
-    if n < 1:
-        raise ValueError(
-            f"model.seq_len={seq_len} is larger than the validation split ({len(val)} tokens)"
-        )
-    rows = np.asarray(val[: n * seq_len + 1], dtype=np.int64)
-    idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
-    return torch.from_numpy(rows[idx])
 
 
 def _autocast(device: torch.device):
@@ -54,87 +54,132 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-@torch.no_grad()
-def evaluate(model, val_NS1: torch.Tensor, batch: int, device: torch.device) -> float:
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for chunk in val_NS1.split(batch):
-        chunk = chunk.to(device)
-        with _autocast(device):
-            out = model(chunk[:, :-1], chunk[:, 1:])
-        total += out.loss.item() * chunk.shape[0]
-        count += chunk.shape[0]
-    model.train(was_training)
-    return total / count
-
-
-def _load_stats(aux_list) -> dict:
-    counts = [a.tokens_per_expert_E for a in aux_list if a.tokens_per_expert_E is not None]
-    if not counts:
-        return {}
-    loads = [c.float() / c.float().mean() for c in counts]
-    return {
-        "expert_load_max": [round(x.max().item(), 4) for x in loads],
-        "expert_load_cv": [round(x.std(unbiased=False).item(), 4) for x in loads],
-    }
-
-
-def _fmt(n: float) -> str:
+def fmt_count(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.1f}{unit}"
     return f"{n:.0f}"
 
 
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+def use_compile(choice, device: torch.device, steps: int) -> bool:
+    if choice == "auto":
+        return device.type == "cuda" and steps >= COMPILE_MIN_STEPS
+    return bool(choice)
+
+
+@torch.no_grad()
+def evaluate(
+    model,
+    windows_NS1: torch.Tensor,
+    docs_N: np.ndarray,
+    batch: int,
+    device: torch.device,
+    d: dist_.Dist,
+) -> tuple[float, float | None, int]:
+    """(mean loss, standard error over documents, documents) on the validation windows; each
+    rank evaluates every world-th window and the per-window losses are summed over ranks."""
+    was_training = model.training
+    model.eval()
+    losses_N = torch.zeros(len(windows_NS1), device=device)
+    mine = torch.arange(d.rank, len(windows_NS1), d.world)
+    for idx in mine.split(batch):
+        chunk = windows_NS1[idx].to(device)
+        with _autocast(device):
+            logits = model(chunk[:, :-1]).logits.float()
+        nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), chunk[:, 1:], reduction="none"
+        )
+        losses_N[idx.to(device)] = nll.mean(dim=1)
+    dist_.all_reduce_(losses_N, d)
+    model.train(was_training)
+    return clustered_mean(losses_N.double().cpu().numpy(), docs_N)
 
 
 class Trainer:
-    def __init__(self, tc: TrainConfig, rid: str, run_dir: RunDir, data: Dataset, device):
+    def __init__(
+        self,
+        tc: TrainConfig,
+        rid: str,
+        run_dir: RunDir,
+        data: Dataset,
+        device: torch.device,
+        d: dist_.Dist | None = None,
+    ):
+        t0 = time.perf_counter()
         self.tc, self.rid, self.rd, self.data, self.device = tc, rid, run_dir, data, device
+        self.d = d or dist_.Dist()
         self.backend = resolve_backend(tc.model.moe.backend, device)
+        cfg = replace(tc.model, moe=replace(tc.model.moe, backend=self.backend))
         torch.manual_seed(tc.seed)
-        self.model = MoETransformer(tc.model).to(device)
-        self.step_fn = torch.compile(self.model) if tc.train.compile else self.model
-        self.opt = build_optimizer(self.model, tc.optim, device)
-        self.val = validation_set(data.val, tc.model.seq_len, tc.train.eval_tokens)
+        self.model = MoETransformer(cfg).to(device)
         self.acc = account(tc.model)
+        self.parallel = dist_.choose_parallel(tc.run.parallel, self.acc.params_total, device)
+        wrapped = dist_.wrap(self.model, self.d, self.parallel, device)
         self.total = tc.steps
-        self.state = {"step": 0, "first_loss": None, "wall_time_s": 0.0, "recent": [],
-                      "val_loss": None}
+        self.compiled = use_compile(tc.train.compile, device, self.total)
+        self.step_fn = torch.compile(wrapped) if self.compiled else wrapped
+        self.opt = build_optimizer(self.model, tc.optim, device)
+        self.batches = Batches(
+            data.train,
+            tc.model.seq_len,
+            tc.train.batch_size,
+            tc.seed,
+            device,
+            self.d.rank,
+            self.d.world,
+            tc.run.gpu_slots,
+        )
+        self.val, self.val_docs = validation_windows(
+            data.val, data.val_docs, tc.model.seq_len, tc.train.eval_tokens
+        )
+        self.ckpt = AsyncCheckpointer(device)
+        self.state = LoopState()
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # losses not yet read
+        self.last_aux = None
+        self.setup_s = time.perf_counter() - t0
 
     # -- checkpoints --
-    def save_checkpoint(self) -> None:
-        buf = io.BytesIO()
-        torch.save({"model": self.model.state_dict(), "optim": self.opt.state_dict(),
-                    "state": self.state, "rng": _rng_state(self.device)}, buf)
-        atomic_write_bytes(self.rd.checkpoint, buf.getvalue())
+    def save_checkpoint(self, wait: bool = False) -> None:
+        t0 = time.perf_counter()
+        state = training_state(self.model, self.opt)  # collective under FSDP: every rank
+        if self.d.is_main:
+            self.ckpt.save(
+                self.rd.checkpoint,
+                state
+                | {
+                    "loop": self.state.state_dict(),
+                    "rng": rng_state(self.device),
+                    "run_id": self.rid,
+                },
+            )
+            if wait:
+                self.ckpt.wait()
+        self.state.time.checkpoint_s += time.perf_counter() - t0
 
     def maybe_resume(self) -> bool:
         if not self.rd.checkpoint.exists():
-            self.rd.metrics.unlink(missing_ok=True)
+            if self.d.is_main:
+                self.rd.metrics.unlink(missing_ok=True)
             return False
-        ckpt = torch.load(self.rd.checkpoint, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["optim"])
-        self.state = ckpt["state"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
-        self.rd.truncate_metrics(self.state["step"])
-        print(f"[{self.rid}] resuming from step {self.state['step']}/{self.total}", flush=True)
+        ckpt = torch.load(self.rd.checkpoint, map_location=self.device, weights_only=True)
+        if ckpt.get("run_id", self.rid) != self.rid:
+            raise RuntimeError(f"{self.rd.checkpoint} belongs to run {ckpt['run_id']}")
+        load_training_state(self.model, self.opt, ckpt)
+        self.state.load_state_dict(ckpt["loop"])
+        set_rng_state(ckpt["rng"], self.device)
+        if self.d.is_main:
+            bad = self.rd.truncate_metrics(self.state.step)
+            if bad:
+                print(f"[{self.rid}] metrics.jsonl: dropped unreadable line(s) {bad}", flush=True)
+            print(f"[{self.rid}] resuming from step {self.state.step}/{self.total}", flush=True)
         return True
 
     # -- the loop --
-    def train_step(self, step: int) -> tuple[float, float, list]:
+    def train_step(self, step: int) -> None:
         tc = self.tc
-        x, y = get_batch(self.data.train, step, tc.seed, tc.train.batch_size, tc.model.seq_len)
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        t0 = time.perf_counter()
+        x, y = self.batches.get(step)
+        self.state.time.data_s += time.perf_counter() - t0
         lr = lr_at(step, self.total, tc.optim)
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -148,112 +193,194 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.optim.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return loss.item(), out.aux_loss.item(), out.aux
+        self.pending.append((step, loss.detach(), out.aux_loss.detach()))
+        self.last_aux = out.aux
+
+    def flush(self) -> tuple[float, float] | None:
+        """Read the pending losses (one sync), check them, return the last (loss, aux)."""
+        if not self.pending:
+            return None
+        steps = [s for s, _, _ in self.pending]
+        values = torch.stack([torch.stack((a, b)) for _, a, b in self.pending]).float()
+        dist_.all_reduce_(values, self.d)
+        values = (values / self.d.world).tolist()
+        self.pending.clear()
+        for step, (loss, _) in zip(steps, values):
+            self.check_loss(step, loss)
+        self.state.recent = (self.state.recent + [v[0] for v in values])[-10:]
+        return values[-1][0], values[-1][1]
 
     def check_loss(self, step: int, loss: float) -> None:
         if not math.isfinite(loss):
             raise TrainingFailed(f"non-finite training loss ({loss}) at step {step}")
-        first = self.state["first_loss"]
+        first = self.state.first_loss
         if first is None:
-            self.state["first_loss"] = loss
+            self.state.first_loss = loss
         elif loss > self.tc.train.divergence_factor * first:
             raise TrainingFailed(
                 f"diverged: loss {loss:.3f} > {self.tc.train.divergence_factor} x initial "
                 f"{first:.3f} at step {step}"
             )
 
-    def run(self) -> dict:
-        self.maybe_resume()  # replaces self.state: bind `st` after it
+    def run_eval(self) -> None:
+        t0 = time.perf_counter()
+        st = self.state
+        st.val_loss, st.val_loss_se, _ = evaluate(
+            self.model, self.val, self.val_docs, self.batches.local, self.device, self.d
+        )
+        st.time.eval_s += time.perf_counter() - t0
+
+    def _decide(self, step: int, interrupts: Interrupts, since_ckpt: float) -> tuple[bool, bool]:
+        """(stop, checkpoint now): local choices alone, or agreed over ranks every few steps."""
+        run = self.tc.run
+        due = since_ckpt >= run.checkpoint_every_s or bool(
+            run.checkpoint_every and step % run.checkpoint_every == 0
+        )
+        stop = interrupts.requested is not None
+        if self.d.world > 1:
+            if step % AGREE_EVERY:
+                return False, False
+            flags = torch.tensor([float(stop), float(due)], device=self.device)
+            dist_.all_reduce_(flags, self.d, op=torch.distributed.ReduceOp.MAX)
+            stop, due = (bool(v) for v in flags.tolist())
+        return stop, due
+
+    def run(self, interrupts: Interrupts) -> RunSummary:
+        self.maybe_resume()  # replaces the loop state: bind `st` after it
         tc, st = self.tc, self.state
-        tokens_per_step = tc.tokens_per_step
         stop_at = self.total
         if tc.run.stop_after_steps is not None:
-            stop_at = min(self.total, st["step"] + tc.run.stop_after_steps)
-        t0 = last_log = time.time()
-        wall0, step0 = st["wall_time_s"], st["step"]
+            stop_at = min(self.total, st.step + tc.run.stop_after_steps)
+        t0 = last_log = last_ckpt = time.perf_counter()
+        wall0, step0 = st.wall_time_s, st.step
         self.model.train()
-        while st["step"] < stop_at:
-            step = st["step"]
-            loss, aux_loss, aux = self.train_step(step)
-            self.check_loss(step, loss)
-            st["recent"] = (st["recent"] + [loss])[-10:]
-            st["step"] = step + 1
-            st["wall_time_s"] = wall0 + time.time() - t0
-            done = st["step"] == self.total
-            if tc.train.eval_every and st["step"] % tc.train.eval_every == 0 and not done:
-                st["val_loss"] = evaluate(self.model, self.val, tc.train.batch_size, self.device)
-            now = time.time()
-            if st["step"] % tc.run.log_every == 0 or done or now - last_log > 20:
-                rate = (st["step"] - step0) * tokens_per_step / max(now - t0, 1e-9)
-                self.log(step + 1, loss, aux_loss, aux, rate)
+        while st.step < stop_at:
+            self.train_step(st.step)
+            st.step += 1
+            now = time.perf_counter()
+            if st.step - step0 == WARMUP_STEPS:
+                self.flush()
+                st.time.warmup_s += time.perf_counter() - t0
+            done = st.step == self.total
+            if tc.train.eval_every and st.step % tc.train.eval_every == 0 and not done:
+                self.run_eval()
+            if (
+                st.step % tc.run.log_every == 0
+                or done
+                or (self.d.world == 1 and now - last_log > LOG_EVERY_S)
+            ):
+                rate = (st.step - step0) * tc.tokens_per_step / max(now - t0, 1e-9)
+                self.log(st.step, *self.flush(), rate)
                 last_log = now
-            if st["step"] % tc.run.checkpoint_every == 0 and not done:
+            stop, ckpt_due = self._decide(st.step, interrupts, now - last_ckpt)
+            st.wall_time_s = wall0 + time.perf_counter() - t0
+            if stop and not done:
+                self.flush()
+                self.save_checkpoint(wait=True)
+                return self.interrupted(
+                    f"interrupted by {interrupts.name or 'a signal'}", interrupts.requested
+                )
+            if ckpt_due and not done:
+                self.flush()  # never checkpoint weights that a NaN has already reached
                 self.save_checkpoint()
-        if st["step"] < self.total:  # stopped early on request: stay resumable
-            self.save_checkpoint()
-            return {"status": "interrupted", "step": st["step"]}
-        st["val_loss"] = evaluate(self.model, self.val, tc.train.batch_size, self.device)
-        summary = self.summary("done", None)
-        if tc.run.keep_checkpoint:
-            self.save_checkpoint()
-        else:
-            self.rd.checkpoint.unlink(missing_ok=True)
+                last_ckpt = time.perf_counter()
+        self.flush()
+        if st.step < self.total:  # stopped early on request: stay resumable
+            self.save_checkpoint(wait=True)
+            return self.interrupted("stopped after run.stop_after_steps", None)
+        self.run_eval()
+        st.wall_time_s = wall0 + time.perf_counter() - t0
+        self.finish()
+        return self.summary("done", None)
+
+    def interrupted(self, why: str, signum: int | None) -> RunSummary:
+        summary = self.summary("interrupted", f"{why} at step {self.state.step}; rerun to resume")
+        if signum is not None:
+            raise Interrupted(signum, summary.reason, summary)
         return summary
 
-    def log(self, step: int, loss: float, aux_loss: float, aux, rate: float) -> None:
+    def finish(self) -> None:
+        """What a finished run keeps (run.keep_final): nothing, its weights, or everything."""
+        keep = self.tc.run.keep_final
+        if keep == "checkpoint":
+            self.save_checkpoint(wait=True)
+            return
+        if keep == "weights":
+            state = model_state(self.model)
+            if self.d.is_main:
+                self.ckpt.save(self.rd.weights, {"model": state, "run_id": self.rid})
+                self.ckpt.wait()
+        self.ckpt.wait()
+        if self.d.is_main:
+            self.rd.checkpoint.unlink(missing_ok=True)
+
+    def log(self, step: int, loss: float, aux_loss: float, rate: float) -> None:
+        if not self.d.is_main:
+            return
         tc, st = self.tc, self.state
         tokens = step * tc.tokens_per_step
         row = {
-            "step": step, "tokens": tokens, "flops": tokens * tc.flops_per_token,
-            "lr": lr_at(step - 1, self.total, tc.optim), "train_loss": loss,
-            "aux_loss": aux_loss, "val_loss": st["val_loss"], "tokens_per_s": rate,
-        } | _load_stats(aux)
-        self.rd.append_metrics(row)
+            "step": step,
+            "tokens": tokens,
+            "flops": tokens * tc.flops_per_token,
+            "lr": lr_at(step - 1, self.total, tc.optim),
+            "train_loss": loss,
+            "aux_loss": aux_loss,
+            "val_loss": st.val_loss,
+            "tokens_per_s": rate,
+        } | load_stats(self.last_aux)
+        self.rd.append_metrics([row])
         eta = (self.total - step) * tc.tokens_per_step / max(rate, 1e-9)
-        val = f" | val {st['val_loss']:.4f}" if st["val_loss"] is not None else ""
+        val = f" | val {st.val_loss:.4f}" if st.val_loss is not None else ""
         print(
-            f"[{self.rid}] step {step}/{self.total} | tok {_fmt(tokens)} | loss {loss:.4f}"
-            f" | aux {aux_loss:.4f}{val} | lr {row['lr']:.2e} | {_fmt(rate)} tok/s"
+            f"[{self.rid}] step {step}/{self.total} | tok {fmt_count(tokens)} | loss {loss:.4f}"
+            f" | aux {aux_loss:.4f}{val} | lr {row['lr']:.2e} | {fmt_count(rate)} tok/s"
             f" | ETA {eta:.0f}s",
             flush=True,
         )
         self.rd.write_progress({"step": step, "total_steps": self.total, "train_loss": loss})
 
-    def summary(self, status: str, reason: str | None) -> dict:
+    def summary(self, status: str, reason: str | None) -> RunSummary:
         tc, st = self.tc, self.state
-        tokens = st["step"] * tc.tokens_per_step
-        wall = st["wall_time_s"]
+        tokens = st.step * tc.tokens_per_step
+        wall = st.wall_time_s
         rate = tokens / wall if wall > 0 else None
         peak = peak_flops(self.device, tc.run.peak_flops)
-        return base_summary(tc, self.rid) | {
-            "status": status, "reason": reason, "steps": st["step"],
-            "flops": tokens * tc.flops_per_token, "tokens": tokens,
-            "final_train_loss": float(np.mean(st["recent"])) if st["recent"] else None,
-            "val_loss": st["val_loss"], "backend": self.backend, "device": str(self.device),
-            "wall_time_s": wall, "tokens_per_s": rate,
-            "mfu": (rate * tc.flops_per_token / peak) if (rate and peak) else None,
-        }
+        t = st.time
+        t.train_s = max(0.0, wall - t.warmup_s - t.eval_s - t.checkpoint_s - t.data_s)
+        t.setup_s = self.setup_s
+        return replace(
+            RunSummary.planned(tc, self.rid),
+            status=status,
+            reason=reason,
+            steps=st.step,
+            flops=tokens * tc.flops_per_token,
+            tokens=tokens,
+            epochs=tokens / max(self.data.unique_train_tokens, 1),
+            unique_train_tokens=self.data.unique_train_tokens,
+            final_train_loss=float(np.mean(st.recent)) if st.recent else None,
+            val_loss=st.val_loss,
+            val_loss_se=st.val_loss_se,
+            val_tokens=len(self.val) * tc.model.seq_len,
+            val_documents=len(np.unique(self.val_docs)),
+            backend=self.backend,
+            device=str(self.device),
+            world_size=self.d.world,
+            compile=self.compiled,
+            wall_time_s=wall,
+            tokens_per_s=rate,
+            mfu=(rate * tc.flops_per_token / (peak * self.d.world)) if (rate and peak) else None,
+            time=vars(t).copy(),
+            data_key=self.data.key,
+        )
 
 
-def base_summary(tc: TrainConfig, rid: str) -> dict:
-    """Summary fields known from the config alone (also written for runs that never started)."""
-    acc = account(tc.model)
-    m = tc.model
+def load_stats(aux_list) -> dict:
+    counts = [a.tokens_per_expert_E for a in (aux_list or []) if a.tokens_per_expert_E is not None]
+    if not counts:
+        return {}
+    loads = torch.stack([c.float() / c.float().mean() for c in counts]).cpu()
     return {
-        "run_id": rid, "status": None, "reason": None, "sweep": tc.sweep_name,
-        "budget_flops": tc.budget.flops, "flops": 0, "tokens": 0, "steps": 0,
-        "planned_steps": tc.steps, "sparsity": acc.sparsity,
-        "num_experts": m.moe.num_experts, "top_k": m.moe.top_k,
-        "granularity": m.moe.granularity, "num_shared_experts": m.moe.num_shared_experts,
-        "expert_type": m.moe.expert_type, "d_model": m.d_model, "n_layers": m.n_layers,
-        "n_heads": m.n_heads, "d_ff": m.d_ff, "seq_len": m.seq_len, "vocab_size": m.vocab_size,
-        "batch_size": tc.train.batch_size, "lr": tc.optim.lr,
-        "params_total": acc.params_total, "params_active": acc.params_active,
-        "params_embedding": acc.params_embedding,
-        "params_active_non_embedding": acc.params_active_non_embedding,
-        "flops_per_token": acc.flops_per_token, "flops_convention": acc.flops_convention,
-        "final_train_loss": None, "val_loss": None, "seed": tc.seed,
-        "backend": tc.model.moe.backend, "device": None, "wall_time_s": 0.0,
-        "tokens_per_s": None, "mfu": None, "data": tc.data.source,
-        "tokenizer": tc.data.tokenizer, "git_sha": git_sha(), "versions": versions(),
+        "expert_load_max": [round(x, 4) for x in loads.max(dim=1).values.tolist()],
+        "expert_load_cv": [round(x, 4) for x in loads.std(dim=1, unbiased=False).tolist()],
     }

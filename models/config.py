@@ -1,69 +1,67 @@
 """Typed, validated model configuration.
 
 Every invalid configuration fails at construction with a message naming the field, so a bad
-sweep dies in the planner, not thirty minutes into a run inside torch.
+sweep dies in the planner, not thirty minutes into a run inside torch. The dataclass defaults
+are the only defaults: Hydra's presets (conf/model, conf/moe) list only what differs.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
-BACKENDS = ("torch", "native", "megablocks", "auto")
-EXPERT_TYPES = ("glu", "mlp")
+from models.typed import ConfigError, Typed, check, choices, from_dict
 
+Backend = Literal["auto", "torch", "native", "megablocks"]
+ExpertType = Literal["glu", "mlp"]
+BACKENDS = choices(Backend)
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
-
-
-def _check(ok: bool, field_name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{field_name}: {message}")
+__all__ = ["BACKENDS", "ConfigError", "MoEConfig", "ModelConfig"]
 
 
 @dataclass
-class MoEConfig:
+class MoEConfig(Typed):
     """Feed-forward layer configuration. Dense is num_experts = top_k = 1, granularity 1.
 
     Granularity G (Krajewski et al. 2024) splits every expert's hidden size by G and multiplies
     the number of experts and top_k by G: active parameters are unchanged, routing gets finer.
     """
 
+    section: ClassVar[str] = "moe"
+
     num_experts: int = 1
+    """E: routed experts at granularity 1 (dense: 1)."""
     top_k: int = 1
+    """K: experts each token is sent to at granularity 1."""
     granularity: int = 1
-    num_shared_experts: int = 0  # always-active experts, each of the routed expert's size
-    expert_type: str = "glu"  # "glu" (SwiGLU) or "mlp" (GELU MLP)
-    # Renormalising the top-k weights to sum to one (Mixtral) makes them exactly 1 when K=1,
-    # which cuts the router off from the LM loss; off by default, as in Switch and MegaBlocks.
+    """G: each expert split into G experts of hidden size d_ff/G; E and K scale by G."""
+    num_shared_experts: int = 0
+    """Always-active experts, each the size of one routed expert (after granularity)."""
+    expert_type: ExpertType = "glu"
+    """glu: SwiGLU experts (3 matrices); mlp: tanh-GELU MLP experts (2 matrices)."""
     renormalize: bool = False
+    """Rescale the top-k weights to sum to one (Mixtral). With K=1 that makes them exactly 1,
+    which cuts the router off from the LM loss; off, as in Switch and MegaBlocks."""
     load_balance_coef: float = 0.01
+    """Weight of the Switch load-balancing loss (1.0 at perfectly uniform routing)."""
     z_loss_coef: float = 0.001
-    backend: str = "torch"
+    """Weight of the router z-loss (ST-MoE)."""
+    backend: Backend = "auto"
+    """Expert computation: auto (native on CUDA, torch elsewhere), torch, native, megablocks."""
 
     def __post_init__(self) -> None:
-        _check(self.num_experts >= 1, "moe.num_experts", f"must be >= 1, got {self.num_experts}")
-        _check(self.top_k >= 1, "moe.top_k", f"must be >= 1, got {self.top_k}")
-        _check(
+        super().__post_init__()
+        check(self.num_experts >= 1, "moe.num_experts", f"must be >= 1, got {self.num_experts}")
+        check(self.top_k >= 1, "moe.top_k", f"must be >= 1, got {self.top_k}")
+        check(
             self.top_k <= self.num_experts,
             "moe.top_k",
             f"top_k={self.top_k} exceeds num_experts={self.num_experts}",
         )
-        _check(self.granularity >= 1, "moe.granularity", f"must be >= 1, got {self.granularity}")
-        _check(self.num_shared_experts >= 0, "moe.num_shared_experts", "must be >= 0")
-        _check(
-            self.expert_type in EXPERT_TYPES,
-            "moe.expert_type",
-            f"unknown expert type {self.expert_type!r}; choose one of {EXPERT_TYPES}",
-        )
-        _check(
-            self.backend in BACKENDS,
-            "moe.backend",
-            f"unknown backend {self.backend!r}; choose one of {BACKENDS}",
-        )
-        _check(self.load_balance_coef >= 0, "moe.load_balance_coef", "must be >= 0")
-        _check(self.z_loss_coef >= 0, "moe.z_loss_coef", "must be >= 0")
+        check(self.granularity >= 1, "moe.granularity", f"must be >= 1, got {self.granularity}")
+        check(self.num_shared_experts >= 0, "moe.num_shared_experts", "must be >= 0")
+        check(self.load_balance_coef >= 0, "moe.load_balance_coef", "must be >= 0")
+        check(self.z_loss_coef >= 0, "moe.z_loss_coef", "must be >= 0")
 
     @property
     def is_dense(self) -> bool:
@@ -86,51 +84,69 @@ class MoEConfig:
 
     @property
     def sparsity(self) -> float:
-        """S = 1 - K/E (granularity cancels)."""
-        return 1.0 - self.top_k / self.num_experts
+        """Fraction of expert (FFN) parameters a token does not use.
+
+        S = 1 - (K*G + shared) / (E*G + shared), in units of one fine-grained expert: 1 - K/E
+        without shared experts (Abnar et al.'s definition; granularity cancels). Shared experts
+        are always active, so counting them keeps S the inactive fraction of FFN weights."""
+        shared = self.num_shared_experts
+        return 1.0 - (self.active_experts + shared) / (self.experts + shared)
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Typed):
+    """Decoder-only transformer shape. ``moe`` is built from the top-level ``moe`` config."""
+
+    section: ClassVar[str] = "model"
+
     vocab_size: int = 256
+    """Token vocabulary (conf/train.yaml ties it to data.vocab_size)."""
     d_model: int = 64
+    """Residual stream width."""
     n_layers: int = 2
+    """Transformer blocks."""
     n_heads: int = 4
-    d_ff: int = 256  # hidden size of one expert at granularity 1 (= the dense MLP's)
+    """Attention heads; d_model / n_heads must be even (rotary)."""
+    d_ff: int = 256
+    """Hidden size of one expert at granularity 1 (= the dense MLP's)."""
     seq_len: int = 128
+    """Training context length."""
     tie_embeddings: bool = False
+    """Share the token embedding with the unembedding."""
     qk_norm: bool = True
+    """RMSNorm on each head's queries and keys (as in Abnar et al. 2025)."""
     rope_theta: float = 10000.0
+    """Rotary embedding base."""
     norm_eps: float = 1e-6
+    """RMSNorm epsilon."""
     init_std: float = 0.02
+    """Std of the normal init; residual-branch outputs use init_std / sqrt(2 n_layers)."""
     moe: MoEConfig = field(default_factory=MoEConfig)
+    """The feed-forward layer (dense or MoE)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.moe, dict):  # built from YAML
-            self.moe = MoEConfig(**self.moe)
+        super().__post_init__()
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "seq_len"):
             value = getattr(self, name)
-            _check(
-                isinstance(value, int) and value >= 1, f"model.{name}", f"must be >= 1, got {value}"
-            )
-        _check(
+            check(value >= 1, f"model.{name}", f"must be >= 1, got {value}")
+        check(
             self.d_model % self.n_heads == 0,
             "model.n_heads",
             f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}",
         )
-        _check(
+        check(
             (self.d_model // self.n_heads) % 2 == 0,
             "model.n_heads",
             f"head dim {self.d_model // self.n_heads} must be even for rotary embeddings",
         )
-        _check(
+        check(
             self.d_ff % self.moe.granularity == 0,
             "moe.granularity",
             f"granularity={self.moe.granularity} does not divide the expert hidden size "
             f"d_ff={self.d_ff}",
         )
-        _check(self.init_std > 0, "model.init_std", "must be > 0")
-        _check(self.norm_eps > 0, "model.norm_eps", "must be > 0")
+        check(self.init_std > 0, "model.init_std", "must be > 0")
+        check(self.norm_eps > 0, "model.norm_eps", "must be > 0")
 
     @property
     def head_dim(self) -> int:
@@ -142,45 +158,5 @@ class ModelConfig:
         return self.d_ff // self.moe.granularity
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"model: unknown field(s) {unknown}")
-        return cls(**d)
-
-
-@dataclass
-class FamilyRule:
-    """How a model family is sized from d_model alone (the planner's one free size knob).
-
-    n_layers = max(1, round(d_model / aspect_ratio)); n_heads = d_model / head_dim;
-    d_ff = ffn_ratio * d_model. Aspect ratio 64 gives GPT-2-like shapes (768 -> 12 layers);
-    CPU demos use smaller head_dim and aspect ratio so tiny models still have >1 layer.
-    """
-
-    aspect_ratio: int = 64
-    head_dim: int = 64
-    ffn_ratio: int = 4
-
-    def __post_init__(self) -> None:
-        for name in ("aspect_ratio", "head_dim", "ffn_ratio"):
-            _check(getattr(self, name) >= 1, f"family.{name}", "must be >= 1")
-        _check(self.head_dim % 2 == 0, "family.head_dim", "must be even (rotary embeddings)")
-
-
-def size_model(d_model: int, rule: FamilyRule, **overrides) -> ModelConfig:
-    """The family member with this d_model. `overrides` set the other ModelConfig fields."""
-    _check(
-        d_model % rule.head_dim == 0,
-        "model.d_model",
-        f"d_model={d_model} must be a multiple of family.head_dim={rule.head_dim}",
-    )
-    n_layers = max(1, int(math.floor(d_model / rule.aspect_ratio + 0.5)))
-    return ModelConfig(
-        d_model=d_model,
-        n_layers=n_layers,
-        n_heads=d_model // rule.head_dim,
-        d_ff=rule.ffn_ratio * d_model,
-        **overrides,
-    )
+    def from_dict(cls, d: dict) -> ModelConfig:
+        return from_dict(cls, d)

@@ -1,20 +1,22 @@
 """Feed-forward layers: the dense GLU/MLP and the dropless MoE layer.
 
-Both return ``(y, FFNAux)`` so a block treats them alike. Shapes: B batch, T tokens (B*S
-flattened), D width, E experts, K experts per token, F expert hidden size.
+Both return ``(y, FFNAux)`` so a block treats them alike. Shapes: B batch, S sequence, T tokens
+(B*S flattened), D width, E experts, K experts per token, F expert hidden size, H = 2F (GLU:
+gate and up rows) or F (MLP).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from models.backends import ExpertWeights, get_backend, resolve_backend
 from models.backends.common import expert_mlp
 from models.config import ModelConfig
-from models.router import Router, load_balancing_loss, router_z_loss
+from models.router import Router, count_tokens, load_balancing_loss, router_z_loss
 
 
 @dataclass
@@ -22,62 +24,90 @@ class FFNAux:
     aux_loss: torch.Tensor  # coefficient-weighted sum, added to the training loss
     load_balance_loss: torch.Tensor  # unweighted (1.0 when perfectly balanced)
     z_loss: torch.Tensor  # unweighted
-    tokens_per_expert_E: torch.Tensor | None  # detached counts, for load statistics
+    tokens_per_expert_E: torch.Tensor | None  # assignment counts, for load statistics
+
+
+def init_stds(cfg: ModelConfig) -> tuple[float, float]:
+    """(std of input-side weights, std of residual-branch outputs). Outputs are scaled down
+    with depth (GPT-2) so the residual stream's variance does not grow with n_layers."""
+    return cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.n_layers)
 
 
 class DenseMLP(nn.Module):
     """The dense feed-forward layer: one expert, no router."""
 
-    def __init__(self, d_model: int, hidden: int, glu: bool):
+    def __init__(
+        self, d_model: int, hidden: int, glu: bool, init_std: float = 0.02, out_std: float = 0.02
+    ):
         super().__init__()
-        self.w1_FD = nn.Parameter(torch.empty(hidden, d_model))
-        self.v1_FD = nn.Parameter(torch.empty(hidden, d_model)) if glu else None
-        self.w2_FD = nn.Parameter(torch.empty(hidden, d_model))
+        self.glu, self.init_std, self.out_std = glu, init_std, out_std
+        self.w_in_HD = nn.Parameter(torch.empty((2 if glu else 1) * hidden, d_model))
+        self.w_out_FD = nn.Parameter(torch.empty(hidden, d_model))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.w_in_HD, std=self.init_std)
+        nn.init.normal_(self.w_out_FD, std=self.out_std)
 
     def forward(self, x_BSD: torch.Tensor) -> tuple[torch.Tensor, FFNAux]:
-        y = expert_mlp(x_BSD, self.w1_FD, self.v1_FD, self.w2_FD)
+        y = expert_mlp(x_BSD, self.w_in_HD, self.w_out_FD, self.glu)
         zero = x_BSD.new_zeros((), dtype=torch.float32)
         return y, FFNAux(zero, zero, zero, None)
 
 
 class MoE(nn.Module):
-    """Dropless token-choice MoE: router, E routed experts, optional always-on shared experts."""
+    """Dropless token-choice MoE: router, E routed experts, optional always-on shared experts.
+
+    The expert backend is resolved once, here (``auto``: native when CUDA is available)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         moe = cfg.moe
         E, F, D = moe.experts, cfg.expert_hidden, cfg.d_model
-        glu = moe.expert_type == "glu"
-        self.router = Router(D, E, moe.active_experts, moe.renormalize)
-        self.w1_EFD = nn.Parameter(torch.empty(E, F, D))
-        self.v1_EFD = nn.Parameter(torch.empty(E, F, D)) if glu else None
-        self.w2_EFD = nn.Parameter(torch.empty(E, F, D))
+        self.glu = moe.expert_type == "glu"
+        self.init_std, self.out_std = init_stds(cfg)
+        self.w_in_EHD = nn.Parameter(torch.empty(E, (2 if self.glu else 1) * F, D))
+        self.w_out_EFD = nn.Parameter(torch.empty(E, F, D))
+        self.router = Router(D, E, moe.active_experts, moe.renormalize, cfg.init_std)
         self.shared = (
-            DenseMLP(D, moe.num_shared_experts * F, glu) if moe.num_shared_experts else None
+            DenseMLP(D, moe.num_shared_experts * F, self.glu, self.init_std, self.out_std)
+            if moe.num_shared_experts
+            else None
         )
-        self.backend = moe.backend
+        self.backend = resolve_backend(moe.backend)
+        self._experts = get_backend(self.backend)
         self.load_balance_coef = moe.load_balance_coef
         self.z_loss_coef = moe.z_loss_coef
+        self.reset_parameters(children=False)
+
+    def reset_parameters(self, children: bool = True) -> None:
+        nn.init.normal_(self.w_in_EHD, std=self.init_std)
+        nn.init.normal_(self.w_out_EFD, std=self.out_std)
+        if children:
+            self.router.reset_parameters()
+            if self.shared is not None:
+                self.shared.reset_parameters()
 
     @property
     def weights(self) -> ExpertWeights:
-        return ExpertWeights(self.w1_EFD, self.v1_EFD, self.w2_EFD)
+        return ExpertWeights(self.w_in_EHD, self.w_out_EFD, self.glu)
 
     def forward(self, x_BSD: torch.Tensor) -> tuple[torch.Tensor, FFNAux]:
         x_TD = x_BSD.reshape(-1, x_BSD.shape[-1])
         routing = self.router(x_TD)
-        y_TD = self.experts_forward(x_TD, routing.experts_TK, routing.weights_TK)
+        tokens_per_expert_E = count_tokens(routing.experts_TK, self.w_out_EFD.shape[0])
+        y_TD = self._experts(
+            x_TD, routing.experts_TK, routing.weights_TK, tokens_per_expert_E, self.weights
+        )
         if self.shared is not None:
             y_TD = y_TD + self.shared(x_TD)[0]
-        lb = load_balancing_loss(routing.probs_TE, routing.experts_TK)
+        lb = load_balancing_loss(routing.probs_TE, tokens_per_expert_E)
         z = router_z_loss(routing.logits_TE)
         aux = FFNAux(
             aux_loss=self.load_balance_coef * lb + self.z_loss_coef * z,
             load_balance_loss=lb.detach(),
             z_loss=z.detach(),
-            tokens_per_expert_E=torch.bincount(
-                routing.experts_TK.reshape(-1), minlength=self.w1_EFD.shape[0]
-            ),
+            tokens_per_expert_E=tokens_per_expert_E,
         )
         return y_TD.view_as(x_BSD), aux
 
@@ -85,5 +115,5 @@ class MoE(nn.Module):
         self, x_TD: torch.Tensor, experts_TK: torch.Tensor, weights_TK: torch.Tensor
     ) -> torch.Tensor:
         """The routed experts for a given assignment (used directly by equivalence tests)."""
-        backend = get_backend(resolve_backend(self.backend, x_TD.device))
-        return backend(x_TD, experts_TK, weights_TK, self.weights)
+        counts_E = count_tokens(experts_TK, self.w_out_EFD.shape[0])
+        return self._experts(x_TD, experts_TK, weights_TK, counts_E, self.weights)

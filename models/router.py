@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 @dataclass
@@ -20,7 +20,15 @@ class Routing:
     logits_TE: torch.Tensor  # float32 router logits
 
 
-def load_balancing_loss(probs_TE: torch.Tensor, experts_TK: torch.Tensor) -> torch.Tensor:
+def count_tokens(experts_TK: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Assignments per expert, int64 (E,). A scatter-add, not torch.bincount: CUDA's bincount
+    reads the maximum id back to the host to size its output, a sync on every layer."""
+    experts_A = experts_TK.reshape(-1)
+    counts_E = torch.zeros(num_experts, dtype=torch.int64, device=experts_A.device)
+    return counts_E.scatter_add_(0, experts_A, torch.ones_like(experts_A))
+
+
+def load_balancing_loss(probs_TE: torch.Tensor, tokens_per_expert_E: torch.Tensor) -> torch.Tensor:
     """Switch Transformer / MegaBlocks form: E * sum_e f_e * P_e.
 
     f_e is the fraction of the T*K assignments sent to expert e, P_e the mean router probability
@@ -29,8 +37,8 @@ def load_balancing_loss(probs_TE: torch.Tensor, experts_TK: torch.Tensor) -> tor
     ``moe.load_balance_coef``. f_e is a count, so only P_e carries gradient (as in Switch).
     """
     num_experts = probs_TE.shape[-1]
-    tokens_per_expert_E = torch.bincount(experts_TK.reshape(-1), minlength=num_experts)
-    f_E = tokens_per_expert_E.to(probs_TE.dtype) / experts_TK.numel()
+    counts_E = tokens_per_expert_E.to(probs_TE.dtype)
+    f_E = counts_E / counts_E.sum()
     P_E = probs_TE.mean(dim=0)
     return num_experts * torch.sum(f_E * P_E)
 
@@ -43,11 +51,18 @@ def router_z_loss(logits_TE: torch.Tensor) -> torch.Tensor:
 class Router(nn.Module):
     """linear -> softmax over all experts -> top-k (optionally renormalised)."""
 
-    def __init__(self, d_model: int, num_experts: int, top_k: int, renormalize: bool):
+    def __init__(
+        self, d_model: int, num_experts: int, top_k: int, renormalize: bool, init_std: float = 0.02
+    ):
         super().__init__()
         self.weight_ED = nn.Parameter(torch.empty(num_experts, d_model))
         self.top_k = top_k
         self.renormalize = renormalize
+        self.init_std = init_std
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight_ED, std=self.init_std)
 
     def forward(self, x_TD: torch.Tensor) -> Routing:
         # Routing decisions are made in float32 even under bf16 autocast: ties and tiny

@@ -7,15 +7,14 @@ H heads, Dh head dim, D width, V vocab.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from models.config import ModelConfig
-from models.moe import DenseMLP, FFNAux, MoE
+from models.moe import DenseMLP, FFNAux, MoE, init_stds
 
 
 def rotary_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,6 +44,16 @@ class Attention(nn.Module):
         # QK-norm: RMSNorm over each head's query/key, which keeps attention logits bounded.
         self.q_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else nn.Identity()
+        self.init_std, self.out_std = init_stds(cfg)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for w in (self.wq, self.wk, self.wv):
+            nn.init.normal_(w.weight, std=self.init_std)
+        nn.init.normal_(self.wo.weight, std=self.out_std)
+        for norm in (self.q_norm, self.k_norm):
+            if isinstance(norm, nn.RMSNorm):
+                norm.reset_parameters()
 
     def forward(self, x_BSD, cos_SH, sin_SH):
         B, S, D = x_BSD.shape
@@ -65,7 +74,15 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         glu = cfg.moe.expert_type == "glu"
-        self.ffn = DenseMLP(cfg.d_model, cfg.d_ff, glu) if cfg.moe.is_dense else MoE(cfg)
+        self.ffn = (
+            DenseMLP(cfg.d_model, cfg.d_ff, glu, *init_stds(cfg)) if cfg.moe.is_dense else MoE(cfg)
+        )
+
+    def reset_parameters(self) -> None:
+        self.attn_norm.reset_parameters()
+        self.attn.reset_parameters()
+        self.ffn_norm.reset_parameters()
+        self.ffn.reset_parameters()
 
     def forward(self, x_BSD, cos_SH, sin_SH) -> tuple[torch.Tensor, FFNAux]:
         x_BSD = x_BSD + self.attn(self.attn_norm(x_BSD), cos_SH, sin_SH)
@@ -94,20 +111,19 @@ class MoETransformer(nn.Module):
         cos, sin = rotary_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
         self.register_buffer("cos_SH", cos, persistent=False)
         self.register_buffer("sin_SH", sin, persistent=False)
-        self.reset_parameters()
+        self._reset_embeddings()  # the blocks initialised themselves
+
+    def _reset_embeddings(self) -> None:
+        nn.init.normal_(self.tok_emb.weight, std=self.cfg.init_std)
+        if not self.cfg.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=self.cfg.init_std)
 
     def reset_parameters(self) -> None:
-        std = self.cfg.init_std
-        # Residual-branch outputs are scaled down with depth (GPT-2) so the residual stream's
-        # variance does not grow with n_layers.
-        out_std = std / math.sqrt(2 * self.cfg.n_layers)
-        for name, p in self.named_parameters():
-            if p.dim() == 1:
-                nn.init.ones_(p)  # norm weights
-            elif name.endswith(("wo.weight", "w2_FD", "w2_EFD")):
-                nn.init.normal_(p, std=out_std)
-            else:
-                nn.init.normal_(p, std=std)
+        """Re-draw every weight: each module initialises its own."""
+        for block in self.blocks:
+            block.reset_parameters()
+        self.norm.reset_parameters()
+        self._reset_embeddings()
 
     def forward(self, idx_BS: torch.Tensor, targets_BS: torch.Tensor | None = None) -> LMOutput:
         x = self.tok_emb(idx_BS)

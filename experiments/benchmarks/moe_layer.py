@@ -27,6 +27,7 @@ def fwd_bwd(module, x, gy):
     def step():
         y, _ = module(x)
         y.backward(gy)
+
     return step
 
 
@@ -62,8 +63,10 @@ def main() -> None:
     a = ap.parse_args()
     T, D, Fh = a.tokens, a.d_model, a.ffn
     backends = ["native", "torch"] + (["megablocks"] if megablocks_installed() else [])
-    print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, "
-          f"bf16 matmul peak {matmul_peak_tflops():.0f} TFLOP/s (measured)")
+    print(
+        f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+        f"bf16 matmul peak {matmul_peak_tflops():.0f} TFLOP/s (measured)"
+    )
     print(f"T={T} tokens, d_model={D}, expert hidden={Fh}, SwiGLU, fwd+bwd, bf16\n")
     head = f"{'E':>4} {'K':>3} {'layer':<22} {'ms':>8} {'TFLOP/s':>8} {'vs dense':>9}"
     print(head + "\n" + "-" * len(head))
@@ -79,8 +82,9 @@ def main() -> None:
             torch.nn.init.normal_(p, std=0.02)
         dense_ms = bench_ms(fwd_bwd(dense, x, gy))
         results = {"dense-equivalent": dense_ms}
-        cfg = ModelConfig(d_model=D, n_heads=max(1, D // 64), d_ff=Fh,
-                          moe=MoEConfig(num_experts=E, top_k=K))
+        cfg = ModelConfig(
+            d_model=D, n_heads=max(1, D // 64), d_ff=Fh, moe=MoEConfig(num_experts=E, top_k=K)
+        )
         for backend in backends:
             if backend == "torch" and E > 64:
                 continue  # a Python loop over experts: minutes, and no news
@@ -94,10 +98,20 @@ def main() -> None:
             results["grouped GEMMs only"] = g_ms
             results["bmm GEMMs only"] = b_ms
         for name, ms in results.items():
-            print(f"{E:>4} {K:>3} {name:<22} {ms:>8.3f} {flops / ms / 1e9:>8.0f} "
-                  f"{dense_ms / ms:>9.2f}")
-            rows.append({"E": E, "K": K, "layer": name, "ms": ms, "tflops": flops / ms / 1e9,
-                         "ratio_vs_dense": dense_ms / ms})
+            print(
+                f"{E:>4} {K:>3} {name:<22} {ms:>8.3f} {flops / ms / 1e9:>8.0f} "
+                f"{dense_ms / ms:>9.2f}"
+            )
+            rows.append(
+                {
+                    "E": E,
+                    "K": K,
+                    "layer": name,
+                    "ms": ms,
+                    "tflops": flops / ms / 1e9,
+                    "ratio_vs_dense": dense_ms / ms,
+                }
+            )
         print()
     if a.json:
         with open(a.json, "w") as f:

@@ -1,6 +1,6 @@
 """Where a backend's MoE layer spends its time: torch.profiler's CUDA kernel table, fwd+bwd.
 
-    python -m experiments.benchmarks.profile_layer --backend native --experts 64 --top-k 8
+python -m experiments.benchmarks.profile_layer --backend native --experts 64 --top-k 8
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ def main() -> None:
     ap.add_argument("--d-model", type=int, default=1024)
     ap.add_argument("--ffn", type=int, default=1024)
     a = ap.parse_args()
-    cfg = ModelConfig(d_model=a.d_model, n_heads=max(1, a.d_model // 64), d_ff=a.ffn,
-                      moe=MoEConfig(num_experts=a.experts, top_k=a.top_k, backend=a.backend))
+    cfg = ModelConfig(
+        d_model=a.d_model,
+        n_heads=max(1, a.d_model // 64),
+        d_ff=a.ffn,
+        moe=MoEConfig(num_experts=a.experts, top_k=a.top_k, backend=a.backend),
+    )
     moe = MoE(cfg).cuda().to(torch.bfloat16)
     for p in moe.parameters():
         torch.nn.init.normal_(p, std=0.02)
@@ -42,7 +46,9 @@ def main() -> None:
         for _ in range(10):
             step()
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
+    print(
+        prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Pieces shared by every expert backend: the weight layout, permute/combine, one expert's MLP.
 
-Weight layout (the same as MegaBlocks' grouped MLP, so its kernels can use our parameters):
-``w1_EFD`` gate (or the MLP's input) projection, ``v1_EFD`` up projection (GLU only),
-``w2_EFD`` down projection; an expert computes ``(silu(x w1^T) * (x v1^T)) w2``.
+Weight layout: ``w_in_EHD`` holds each expert's input projections as rows, H = 2F for SwiGLU
+(rows [:F] the gate, rows [F:] the up projection, so one GEMM computes both) and H = F for the
+GELU MLP; ``w_out_EFD`` is the down projection. An expert computes
+``(silu(x w_gate^T) * (x w_up^T)) w_out`` (GLU) or ``gelu(x w_in^T) w_out`` (MLP).
+MegaBlocks' GroupedGLU stores the same matrices as (E*F, D) each.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import torch.nn.functional as F
 
 @dataclass
 class ExpertWeights:
-    w1_EFD: torch.Tensor
-    v1_EFD: torch.Tensor | None  # None for the plain (GELU) MLP
-    w2_EFD: torch.Tensor
+    w_in_EHD: torch.Tensor  # (E, 2F, D) for GLU, (E, F, D) for MLP
+    w_out_EFD: torch.Tensor  # (E, F, D)
+    glu: bool
 
     @property
-    def glu(self) -> bool:
-        return self.v1_EFD is not None
+    def hidden(self) -> int:
+        return self.w_out_EFD.shape[1]
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -31,30 +33,31 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def activation(h_NH: torch.Tensor, glu: bool) -> torch.Tensor:
+    if glu:
+        gate_NF, up_NF = h_NH.chunk(2, dim=-1)
+        return F.silu(gate_NF) * up_NF
+    # tanh-approximate GELU: MegaBlocks' default activation, so backends agree.
+    return F.gelu(h_NH, approximate="tanh")
+
+
 def expert_mlp(
-    x_ND: torch.Tensor, w1_FD: torch.Tensor, v1_FD: torch.Tensor | None, w2_FD: torch.Tensor
+    x_ND: torch.Tensor, w_in_HD: torch.Tensor, w_out_FD: torch.Tensor, glu: bool
 ) -> torch.Tensor:
-    if v1_FD is None:
-        # tanh-approximate GELU: MegaBlocks' default activation, so backends agree.
-        h_NF = F.gelu(x_ND @ w1_FD.t(), approximate="tanh")
-    else:
-        h_NF = F.silu(x_ND @ w1_FD.t()) * (x_ND @ v1_FD.t())
-    return h_NF @ w2_FD
+    return activation(x_ND @ w_in_HD.t(), glu) @ w_out_FD
 
 
-def permute(x_TD: torch.Tensor, experts_TK: torch.Tensor, num_experts: int):
+def permute(x_TD: torch.Tensor, experts_TK: torch.Tensor):
     """Gather token rows into expert-sorted order.
 
-    Returns x_AD (rows sorted by expert), token_A (source token of each row), order_A (index of
-    each row in the flattened T*K assignment list) and tokens_per_expert_E.
+    Returns x_AD (rows sorted by expert), token_A (source token of each row) and order_A (index
+    of each row in the flattened T*K assignment list).
     """
     k = experts_TK.shape[1]
-    experts_A = experts_TK.reshape(-1)
     # Stable sort keeps tokens in their original order inside an expert: deterministic.
-    order_A = torch.argsort(experts_A, stable=True)
+    order_A = torch.argsort(experts_TK.reshape(-1), stable=True)
     token_A = order_A // k
-    tokens_per_expert_E = torch.bincount(experts_A, minlength=num_experts)
-    return x_TD[token_A], token_A, order_A, tokens_per_expert_E
+    return x_TD[token_A], token_A, order_A
 
 
 def combine(
@@ -69,7 +72,8 @@ def combine(
     Accumulates in float32 so a token's K contributions are summed before rounding to bf16.
     """
     w_A = weights_TK.reshape(-1)[order_A].unsqueeze(-1)
-    acc_TD = torch.zeros(x_TD.shape, dtype=torch.promote_types(y_AD.dtype, torch.float32),
-                         device=x_TD.device)
+    acc_TD = torch.zeros(
+        x_TD.shape, dtype=torch.promote_types(y_AD.dtype, torch.float32), device=x_TD.device
+    )
     acc_TD.index_add_(0, token_A, y_AD.to(acc_TD.dtype) * w_A.to(acc_TD.dtype))
     return acc_TD.to(x_TD.dtype)

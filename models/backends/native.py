@@ -2,7 +2,7 @@
 
 No host synchronisation: group offsets stay on the device (``torch._grouped_mm`` takes them
 as a tensor), so the CPU never waits for the routing to finish. Gate and up projections are one
-grouped GEMM with N = 2F (one pass over the gathered tokens instead of two). Outputs are put
+grouped GEMM with N = 2F, read straight from the stored (E, 2F, D) weights. Outputs are put
 back in token order by gathering with the inverse permutation and summed over K in float32:
 deterministic, no atomics in the forward pass.
 
@@ -85,29 +85,24 @@ def native_experts(
     x_TD: torch.Tensor,
     experts_TK: torch.Tensor,
     weights_TK: torch.Tensor,
+    tokens_per_expert_E: torch.Tensor,
     w: ExpertWeights,
 ) -> torch.Tensor:
     if not grouped_mm_available():  # torch < 2.8: the portable path
         from models.backends.torch_backend import torch_experts
 
-        return torch_experts(x_TD, experts_TK, weights_TK, w)
+        return torch_experts(x_TD, experts_TK, weights_TK, tokens_per_expert_E, w)
     T, K = experts_TK.shape
-    E, Fh, D = w.w1_EFD.shape
+    D = x_TD.shape[-1]
     dtype = compute_dtype(x_TD)
-    experts_A = experts_TK.reshape(-1)
-    order_A = torch.argsort(experts_A, stable=True)
+    order_A = torch.argsort(experts_TK.reshape(-1), stable=True)
     inverse_A = torch.empty_like(order_A)
     inverse_A[order_A] = torch.arange(order_A.numel(), device=order_A.device)
-    offs_E = torch.cumsum(torch.bincount(experts_A, minlength=E), 0, dtype=torch.int32)
+    offs_E = torch.cumsum(tokens_per_expert_E, 0, dtype=torch.int32)
     x_AD = _GatherTokens.apply(x_TD.to(dtype), order_A, inverse_A, K)
     w_A1 = weights_TK.reshape(-1)[order_A].float().unsqueeze(1)
-    if w.glu:
-        w13_E2FD = torch.cat((w.w1_EFD, w.v1_EFD), dim=1).to(dtype)
-        h_A2F = torch._grouped_mm(x_AD, w13_E2FD.transpose(-2, -1), offs=offs_E)
-        h_AF = _fuse(_swiglu_weighted, h_A2F)(h_A2F, w_A1)
-    else:
-        h_AF = torch._grouped_mm(x_AD, w.w1_EFD.to(dtype).transpose(-2, -1), offs=offs_E)
-        h_AF = _fuse(_gelu_weighted, h_AF)(h_AF, w_A1)
-    y_AD = torch._grouped_mm(h_AF, w.w2_EFD.to(dtype), offs=offs_E)
+    h_AH = torch._grouped_mm(x_AD, w.w_in_EHD.to(dtype).transpose(-2, -1), offs=offs_E)
+    h_AF = _fuse(_swiglu_weighted if w.glu else _gelu_weighted, h_AH)(h_AH, w_A1)
+    y_AD = torch._grouped_mm(h_AF, w.w_out_EFD.to(dtype), offs=offs_E)
     y_TKD = _Permute.apply(y_AD, inverse_A, order_A).view(T, K, D)
     return y_TKD.sum(1, dtype=torch.float32).to(x_TD.dtype)

@@ -15,17 +15,16 @@ def torch_experts(
     x_TD: torch.Tensor,
     experts_TK: torch.Tensor,
     weights_TK: torch.Tensor,
+    tokens_per_expert_E: torch.Tensor,
     w: ExpertWeights,
 ) -> torch.Tensor:
-    num_experts = w.w1_EFD.shape[0]
-    x_AD, token_A, order_A, tokens_per_expert_E = permute(x_TD, experts_TK, num_experts)
+    x_AD, token_A, order_A = permute(x_TD, experts_TK)
     # One host sync for the split sizes; fine for the reference/CPU path.
     chunks = x_AD.split(tokens_per_expert_E.tolist())
-    outs = []
-    for e, x_eD in enumerate(chunks):
-        if x_eD.shape[0] == 0:
-            continue
-        v1 = w.v1_EFD[e] if w.v1_EFD is not None else None
-        outs.append(expert_mlp(x_eD, w.w1_EFD[e], v1, w.w2_EFD[e]))
+    outs = [
+        expert_mlp(x_eD, w.w_in_EHD[e], w.w_out_EFD[e], w.glu)
+        for e, x_eD in enumerate(chunks)
+        if x_eD.shape[0]
+    ]
     y_AD = torch.cat(outs) if outs else x_AD.new_zeros(0, x_TD.shape[-1])
     return combine(y_AD, token_A, order_A, weights_TK, x_TD)

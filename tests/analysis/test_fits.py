@@ -8,8 +8,17 @@ from tests.analysis.synth import TRUE_APPLE, random_points
 TRUE = {
     "chinchilla": {"A": 406.4, "B": 410.7, "E": 1.69, "alpha": 0.34, "beta": 0.28},
     "apple": TRUE_APPLE,
-    "joint_moe": {"a": 120.0, "b": 900.0, "c": 1.8, "alpha": -0.3, "beta": -0.3,
-                  "gamma": 0.01, "delta": -0.15, "omega": 0.05, "zeta": -0.01},
+    "joint_moe": {
+        "a": 120.0,
+        "b": 900.0,
+        "c": 1.8,
+        "alpha": -0.3,
+        "beta": -0.3,
+        "gamma": 0.01,
+        "delta": -0.15,
+        "omega": 0.05,
+        "zeta": -0.01,
+    },
 }
 LAW = {"chinchilla": CHINCHILLA, "apple": APPLE, "joint_moe": JOINT_MOE}
 
@@ -20,8 +29,11 @@ def test_gradient_matches_finite_differences():
     theta = APPLE.to_theta(TRUE_APPLE) + 0.05
     _, g = objective(theta, X, ly, 1e-3)
     eps = 1e-6
-    num = [(objective(theta + eps * e, X, ly, 1e-3)[0] - objective(theta - eps * e, X, ly, 1e-3)[0])
-           / (2 * eps) for e in np.eye(len(theta))]
+    num = [
+        (objective(theta + eps * e, X, ly, 1e-3)[0] - objective(theta - eps * e, X, ly, 1e-3)[0])
+        / (2 * eps)
+        for e in np.eye(len(theta))
+    ]
     np.testing.assert_allclose(g, num, rtol=1e-4, atol=1e-9)
 
 

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from analysis.collect import collect
-from analysis.isoflop import fit_parabola, isoflop_group, isoflop_table
 from analysis.compare import compare
-from analysis.laws import Columns
-from analysis.laws import CHINCHILLA
-from tests.analysis.synth import isoflop_table as synth_table, random_points
+from analysis.isoflop import fit_parabola, isoflop_group, isoflop_table
+from analysis.laws import CHINCHILLA, Columns
+from tests.analysis.synth import isoflop_table as synth_table
+from tests.analysis.synth import random_points
 
 
 def test_parabola_finds_planted_minimum():
@@ -49,7 +49,7 @@ def test_collect_skips_corrupt_and_partial_runs(tmp_path):
     (tmp_path / "running" / "config.yaml").write_text("seed: 0\n")
     df, skipped = collect(tmp_path)
     assert list(df["run_id"]) == ["r0"]
-    reasons = dict((p.split("/")[-1], r) for p, r in skipped)
+    reasons = {p.split("/")[-1]: r for p, r in skipped}
     assert set(reasons) == {"corrupt", "partial", "running"}
     assert "corrupt summary.json" in reasons["corrupt"]
     assert "lacks" in reasons["partial"] and "no summary.json" in reasons["running"]
@@ -63,20 +63,53 @@ def test_report_cli_writes_table_fits_and_every_figure(tmp_path):
     df.loc[bad, "val_loss"] = 3.0 - 0.01 * (np.log(df.loc[bad, "params_total"]) - 17) ** 2
     df.to_csv(table, index=False)
     out = tmp_path / "rep"
-    proc = subprocess.run([sys.executable, "-m", "analysis.report", str(table), "--out", str(out),
-                           "--bootstrap", "60", "--inits", "32"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analysis.report",
+            str(table),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "60",
+            "--inits",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
-    figs = ["isoflop_curves", "isoflop_curves_active", "loss_star_vs_sparsity",
-            "n_star_vs_sparsity", "law_fit_chinchilla", "law_fit_apple", "bootstrap_chinchilla",
-            "bootstrap_apple", "s_star_vs_n_apple"]
+    figs = [
+        "isoflop_curves",
+        "isoflop_curves_active",
+        "loss_star_vs_sparsity",
+        "n_star_vs_sparsity",
+        "law_fit_chinchilla",
+        "law_fit_apple",
+        "bootstrap_chinchilla",
+        "bootstrap_apple",
+        "s_star_vs_n_apple",
+    ]
     for f in figs:
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{f}.{ext}").stat().st_size > 1000, f
     fits = json.loads((out / "fits.json").read_text())
     assert set(fits["laws"]["chinchilla"]["params"]) == {"E", "A", "B", "alpha", "beta"}
-    assert set(fits["laws"]["apple"]["params"]) == {"a", "b", "c", "d", "e", "alpha", "beta",
-                                                   "gamma", "delta", "lambda"}
+    assert set(fits["laws"]["apple"]["params"]) == {
+        "a",
+        "b",
+        "c",
+        "d",
+        "e",
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "lambda",
+    }
     assert fits["laws"]["apple"]["holdout"]["held_out"]["n"] == 10
     md = (out / "report.md").read_text()
     assert all(f"figures/{f}.png" in md for f in figs)
@@ -87,15 +120,37 @@ def test_report_fits_a_foreign_table_by_column_flags(tmp_path):
     rng = np.random.default_rng(0)
     n = np.exp(rng.uniform(np.log(1e7), np.log(1e10), 60))
     d = np.exp(rng.uniform(np.log(1e9), np.log(1e12), 60))
-    loss = 1.69 + 406.4 / n ** 0.34 + 410.7 / d ** 0.28
+    loss = 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28
     pd.DataFrame({"params": n, "toks": d, "L": loss}).to_csv(tmp_path / "pub.csv", index=False)
-    proc = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "pub.csv"),
-                           "--law", "chinchilla", "--N", "params", "--D", "toks", "--loss", "L",
-                           "--bootstrap", "50", "--inits", "64"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analysis.report",
+            str(tmp_path / "pub.csv"),
+            "--law",
+            "chinchilla",
+            "--N",
+            "params",
+            "--D",
+            "toks",
+            "--loss",
+            "L",
+            "--bootstrap",
+            "50",
+            "--inits",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     fits = json.loads((tmp_path / "report" / "fits.json").read_text())
-    assert fits["laws"]["chinchilla"]["params"]["alpha"]["estimate"] == pytest.approx(0.34, rel=0.02)
+    assert fits["laws"]["chinchilla"]["params"]["alpha"]["estimate"] == pytest.approx(
+        0.34, rel=0.02
+    )
 
 
 def test_compare_flags_differences(tmp_path):
@@ -103,10 +158,12 @@ def test_compare_flags_differences(tmp_path):
     for name, e, seed in (("a", 1.69, 1), ("b", 2.1, 2)):
         true = {"A": 406.4, "B": 410.7, "E": e, "alpha": 0.34, "beta": 0.28}
         data, y = random_points(CHINCHILLA, true, 80, noise=0.003, seed=seed)
-        pd.DataFrame({"params_active": data["N"], "tokens": data["D"], "val_loss": y,
-                      "sparsity": 0.0}).to_csv(tmp_path / f"{name}.csv", index=False)
-    text = compare([tmp_path / "a.csv", tmp_path / "b.csv"], ["chinchilla"], Columns(), False,
-                   100, None)
+        pd.DataFrame(
+            {"params_active": data["N"], "tokens": data["D"], "val_loss": y, "sparsity": 0.0}
+        ).to_csv(tmp_path / f"{name}.csv", index=False)
+    text = compare(
+        [tmp_path / "a.csv", tmp_path / "b.csv"], ["chinchilla"], Columns(), False, 100, None
+    )
     line = next(x for x in text.splitlines() if x.startswith("E "))
     assert "intervals do not overlap" in line
     alpha = next(x for x in text.splitlines() if x.startswith("alpha "))
@@ -114,8 +171,10 @@ def test_compare_flags_differences(tmp_path):
 
 
 def test_analysis_runs_without_torch():
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "import analysis.report, analysis.compare, analysis.collect, analysis.figures\n"
-            "print('ok')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import analysis.report, analysis.compare, analysis.collect, analysis.figures\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.stdout.strip() == "ok", out.stderr

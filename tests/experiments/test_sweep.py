@@ -2,7 +2,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -24,7 +23,7 @@ def _spec(name="demo", **changes) -> SweepSpec:
 
 def _plan(spec):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return make_plan(spec)
+        return make_plan(spec)[0]
 
 
 def test_demo_grid_spends_budgets_brackets_optimum_and_sparsity():
@@ -36,11 +35,11 @@ def test_demo_grid_spends_budgets_brackets_optimum_and_sparsity():
         assert r.sparsity == pytest.approx(1 - r.top_k / r.num_experts)
         assert r.steps >= spec.sizes.min_steps
     for budget in spec.budgets:
-        for E, K in spec.sparsity.expert_pairs():
+        for E, _K in spec.sparsity.expert_pairs():
             group = [r for r in runs if r.budget == budget and r.num_experts == E]
             ns = sorted(r.n_rule for r in group)
             assert ns[0] <= group[0].n_target <= ns[-1]
-            assert len(set(r.d_model for r in group)) == len(group)
+            assert len({r.d_model for r in group}) == len(group)
     assert len({r.run_id for r in runs}) == len(runs)
 
 
@@ -68,22 +67,37 @@ def test_infeasible_specs_are_refused(changes, message):
 def _sweep(tmp_path, *args):
     env = dict(os.environ, MOE_SCALING_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
     return subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "sweep=micro", "report=false",
-         f"hydra.sweep.dir={tmp_path / 'sw'}", *args],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            "sweep=micro",
+            "report=false",
+            f"hydra.sweep.dir={tmp_path / 'sw'}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_micro_sweep_runs_then_second_invocation_trains_nothing(tmp_path):
     first = _sweep(tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "8 runs: 8 done" in first.stdout
-    summaries = [json.loads(p.read_text()) for p in (tmp_path / "sw" / "runs").glob("*/summary.json")]
-    assert len(summaries) == 8 and {s["sweep"] for s in summaries} == {"micro"}
+    assert "12 runs: 12 done" in first.stdout
+    summaries = [
+        json.loads(p.read_text()) for p in (tmp_path / "sw" / "runs").glob("*/summary.json")
+    ]
+    assert len(summaries) == 12 and {s["sweep"] for s in summaries} == {"micro"}
     second = _sweep(tmp_path)
     assert second.returncode == 0
     assert "nothing to train" in second.stdout and "launching" not in second.stdout
     status = _sweep(tmp_path, "action=status")
-    assert status.stdout.startswith("8 runs: 8 done")
+    assert status.stdout.startswith("12 runs: 12 done")
 
 
 def test_sweep_keeps_going_past_a_failed_run_and_can_retry_it(tmp_path):
@@ -94,9 +108,9 @@ def test_sweep_keeps_going_past_a_failed_run_and_can_retry_it(tmp_path):
     (tmp_path / "sw" / "runs" / victim / "checkpoint.pt").write_bytes(b"corrupt checkpoint")
     out = _sweep(tmp_path)
     assert out.returncode == 1
-    assert "7 done" in out.stdout and "1 failed" in out.stdout
+    assert "11 done" in out.stdout and "1 failed" in out.stdout
     assert f"FAILED {plan['runs'][2]['name']} ({victim})" in out.stdout
     status = _sweep(tmp_path, "action=status")
     assert "1 failed" in status.stdout
     retried = _sweep(tmp_path, "retry_failed=true")
-    assert retried.returncode == 0 and "8 runs: 8 done" in retried.stdout
+    assert retried.returncode == 0 and "12 runs: 12 done" in retried.stdout

@@ -13,12 +13,36 @@ from experiments.record import RunDir
 from experiments.train import execute
 from tests.experiments.helpers import TINY, tiny_config
 
-SUMMARY_FIELDS = (
-    "run_id status reason sweep budget_flops flops tokens sparsity num_experts top_k granularity "
-    "d_model n_layers params_total params_active params_embedding flops_per_token "
-    "flops_convention final_train_loss val_loss seed backend device wall_time_s tokens_per_s "
-    "mfu git_sha versions"
-).split()
+SUMMARY_FIELDS = [
+    "run_id",
+    "status",
+    "reason",
+    "sweep",
+    "budget_flops",
+    "flops",
+    "tokens",
+    "sparsity",
+    "num_experts",
+    "top_k",
+    "granularity",
+    "d_model",
+    "n_layers",
+    "params_total",
+    "params_active",
+    "params_embedding",
+    "flops_per_token",
+    "flops_convention",
+    "final_train_loss",
+    "val_loss",
+    "seed",
+    "backend",
+    "device",
+    "wall_time_s",
+    "tokens_per_s",
+    "mfu",
+    "git_sha",
+    "versions",
+]
 
 MOE = ["moe.num_experts=4", "moe.top_k=1", "budget.flops=1e10"]
 
@@ -26,8 +50,9 @@ MOE = ["moe.num_experts=4", "moe.top_k=1", "budget.flops=1e10"]
 def test_tiny_moe_run_writes_record_and_spends_budget(tmp_path, capsys):
     summary = execute(tiny_config(tmp_path, *MOE))
     rd = RunDir(Path(tmp_path) / "runs" / summary["run_id"])
-    for f in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt"):
+    for f in ("config.yaml", "metrics.jsonl", "summary.json", "run.json"):
         assert (rd.path / f).exists(), f
+    assert not rd.checkpoint.exists()  # a finished run keeps no optimiser state by default
     on_disk = json.loads(rd.summary.read_text())
     assert set(SUMMARY_FIELDS) <= set(on_disk)
     assert on_disk["status"] == "done" and on_disk["sparsity"] == 0.75
@@ -36,8 +61,16 @@ def test_tiny_moe_run_writes_record_and_spends_budget(tmp_path, capsys):
     assert on_disk["val_loss"] < 5.0  # learned something below ln(256) = 5.55
     rows = [json.loads(x) for x in rd.metrics.read_text().splitlines()]
     assert rows[-1]["step"] == on_disk["steps"]
-    assert {"step", "tokens", "flops", "lr", "train_loss", "aux_loss", "tokens_per_s",
-            "expert_load_max"} <= set(rows[0])
+    assert {
+        "step",
+        "tokens",
+        "flops",
+        "lr",
+        "train_loss",
+        "aux_loss",
+        "tokens_per_s",
+        "expert_load_max",
+    } <= set(rows[0])
     assert "tok/s" in capsys.readouterr().out
 
 
@@ -48,24 +81,33 @@ def _deterministic(rows):
 def test_resume_after_step_limit_is_bit_exact(tmp_path):
     full = execute(tiny_config(tmp_path / "a", *MOE))
     first = execute(tiny_config(tmp_path / "b", *MOE, "run.stop_after_steps=50"))
-    assert first["status"] == "interrupted" and first["step"] == 50
+    assert first["status"] == "interrupted" and first["steps"] == 50
     resumed = execute(tiny_config(tmp_path / "b", *MOE))
     assert resumed["status"] == "done"
     assert resumed["final_train_loss"] == full["final_train_loss"]
     assert resumed["val_loss"] == full["val_loss"]
-    read = lambda p: [json.loads(x) for x in p.read_text().splitlines()]  # noqa: E731
+    read = lambda p: [json.loads(x) for x in p.read_text().splitlines()]
     a = read(tmp_path / "a" / "runs" / full["run_id"] / "metrics.jsonl")
     b = read(tmp_path / "b" / "runs" / resumed["run_id"] / "metrics.jsonl")
     assert _deterministic(a) == _deterministic(b)
 
 
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
-    args = [*TINY, *MOE, "budget.flops=2e10", "run.checkpoint_every=20",
-            f"data.cache_dir={tmp_path}/cache"]
+    args = [
+        *TINY,
+        *MOE,
+        "budget.flops=2e10",
+        "run.checkpoint_every=20",
+        f"data.cache_dir={tmp_path}/cache",
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "experiments.train", *args]
-    killed = subprocess.Popen([*cmd, f"run.root={tmp_path}/k"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        [*cmd, f"run.root={tmp_path}/k"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     ckpts = []
     while time.time() < deadline and killed.poll() is None:
@@ -85,9 +127,10 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     u = json.loads(next((tmp_path / "u").glob("*/summary.json")).read_text())
     assert k["run_id"] == u["run_id"]
     assert (k["final_train_loss"], k["val_loss"]) == (u["final_train_loss"], u["val_loss"])
-    read = lambda p: [json.loads(x) for x in p.read_text().splitlines()]  # noqa: E731
+    read = lambda p: [json.loads(x) for x in p.read_text().splitlines()]
     assert _deterministic(read(run_dir / "metrics.jsonl")) == _deterministic(
-        read(next((tmp_path / "u").glob("*/metrics.jsonl"))))
+        read(next((tmp_path / "u").glob("*/metrics.jsonl")))
+    )
 
 
 def test_rerunning_a_finished_run_does_not_train(tmp_path, capsys):
@@ -137,6 +180,10 @@ def test_bad_configs_fail_before_training(tmp_path, override, message):
 def test_cli_bad_config_is_one_line(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "experiments.train", "moe.num_experts=2", "moe.top_k=3"],
-        capture_output=True, text=True, cwd=tmp_path)
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
     assert out.returncode == 2
     assert out.stderr.strip() == "error: moe.top_k: top_k=3 exceeds num_experts=2"

@@ -14,8 +14,16 @@ CASES = {
 
 
 def _cfg(moe, tie=False):
-    return ModelConfig(vocab_size=97, d_model=32, n_layers=3, n_heads=2, d_ff=64,
-                       seq_len=16, tie_embeddings=tie, moe=moe)
+    return ModelConfig(
+        vocab_size=97,
+        d_model=32,
+        n_layers=3,
+        n_heads=2,
+        d_ff=64,
+        seq_len=16,
+        tie_embeddings=tie,
+        moe=moe,
+    )
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -32,7 +40,7 @@ def _hand_active(cfg: ModelConfig) -> int:
     moe = cfg.moe
     n = 0
     for name, p in model.named_parameters():
-        if name.endswith(("w1_EFD", "v1_EFD", "w2_EFD")):
+        if name.endswith(("w_in_EHD", "w_out_EFD")):
             # only K*G of the E*G routed experts touch a token
             n += p[: moe.active_experts].numel()
         else:

@@ -1,6 +1,6 @@
 import pytest
 
-from models import ConfigError, FamilyRule, ModelConfig, MoEConfig, size_model
+from models import ConfigError, ModelConfig, MoEConfig
 
 
 @pytest.mark.parametrize(
@@ -15,8 +15,10 @@ from models import ConfigError, FamilyRule, ModelConfig, MoEConfig, size_model
         (lambda: MoEConfig(z_loss_coef=-1.0), "moe.z_loss_coef"),
         (lambda: MoEConfig(granularity=0), "moe.granularity"),
         (lambda: ModelConfig(d_model=48, n_heads=5), "model.n_heads"),
-        (lambda: ModelConfig(d_ff=100, moe=MoEConfig(num_experts=4, granularity=3)),
-         "moe.granularity"),
+        (
+            lambda: ModelConfig(d_ff=100, moe=MoEConfig(num_experts=4, granularity=3)),
+            "moe.granularity",
+        ),
         (lambda: ModelConfig(vocab_size=0), "model.vocab_size"),
         (lambda: ModelConfig(init_std=-1.0), "model.init_std"),
         (lambda: ModelConfig.from_dict({"d_model": 64, "n_head": 4}), "unknown field"),
@@ -25,15 +27,6 @@ from models import ConfigError, FamilyRule, ModelConfig, MoEConfig, size_model
 def test_invalid_configs_name_the_field(make, field):
     with pytest.raises(ConfigError, match=field):
         make()
-
-
-def test_family_rule_sizes():
-    rule = FamilyRule(aspect_ratio=64, head_dim=64, ffn_ratio=4)
-    cfg = size_model(768, rule)
-    assert (cfg.n_layers, cfg.n_heads, cfg.d_ff) == (12, 12, 3072)
-    assert size_model(64, rule).n_layers == 1
-    with pytest.raises(ConfigError, match="model.d_model"):
-        size_model(100, rule)
 
 
 def test_moe_config_from_dict_in_model():

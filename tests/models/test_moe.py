@@ -6,7 +6,7 @@ import torch
 from models import ModelConfig, MoEConfig, MoETransformer
 from models.backends.common import expert_mlp
 from models.moe import DenseMLP, MoE
-from models.router import load_balancing_loss
+from models.router import count_tokens, load_balancing_loss
 
 
 def _cfg(**moe):
@@ -33,10 +33,8 @@ def test_single_expert_moe_equals_dense_mlp(expert_type):
     moe = _init(MoE(cfg)).double()
     dense = DenseMLP(16, 24, glu).double()
     with torch.no_grad():
-        dense.w1_FD.copy_(moe.w1_EFD[0])
-        dense.w2_FD.copy_(moe.w2_EFD[0])
-        if glu:
-            dense.v1_FD.copy_(moe.v1_EFD[0])
+        dense.w_in_HD.copy_(moe.w_in_EHD[0])
+        dense.w_out_FD.copy_(moe.w_out_EFD[0])
     x1 = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_(True)
     y1, _ = moe(x1)
@@ -46,8 +44,8 @@ def test_single_expert_moe_equals_dense_mlp(expert_type):
     y1.backward(gy)
     y2.backward(gy)
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(moe.w1_EFD.grad[0], dense.w1_FD.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(moe.w2_EFD.grad[0], dense.w2_FD.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(moe.w_in_EHD.grad[0], dense.w_in_HD.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(moe.w_out_EFD.grad[0], dense.w_out_FD.grad, rtol=1e-12, atol=1e-12)
 
 
 def naive_moe(moe: MoE, x_TD: torch.Tensor) -> torch.Tensor:
@@ -60,8 +58,7 @@ def naive_moe(moe: MoE, x_TD: torch.Tensor) -> torch.Tensor:
         if moe.router.renormalize:
             vals = vals / vals.sum()
         y = sum(
-            v * expert_mlp(x_D[None], w.w1_EFD[e], None if w.v1_EFD is None else w.v1_EFD[e],
-                           w.w2_EFD[e])[0]
+            v * expert_mlp(x_D[None], w.w_in_EHD[e], w.w_out_EFD[e], w.glu)[0]
             for v, e in zip(vals, idx.tolist())
         )
         if moe.shared is not None:
@@ -103,7 +100,7 @@ def test_no_token_dropped_when_all_pick_one_expert():
     weights_TK = torch.ones(64, 1, dtype=torch.float64)
     y = moe.experts_forward(x_TD, experts_TK, weights_TK)
     w = moe.weights
-    expected = expert_mlp(x_TD, w.w1_EFD[0], w.v1_EFD[0], w.w2_EFD[0])
+    expected = expert_mlp(x_TD, w.w_in_EHD[0], w.w_out_EFD[0], w.glu)
     torch.testing.assert_close(y, expected)
     # And through the router: make expert 3 win for every token.
     with torch.no_grad():
@@ -114,7 +111,7 @@ def test_no_token_dropped_when_all_pick_one_expert():
     assert aux.tokens_per_expert_E.tolist() == [0, 0, 0, 64, 0, 0, 0, 0]
     assert torch.all(y.abs().sum(-1) > 0)
     p3 = torch.softmax(x_pos @ moe.router.weight_ED.t(), dim=-1)[:, 3:4]
-    expected = p3 * expert_mlp(x_pos, w.w1_EFD[3], w.v1_EFD[3], w.w2_EFD[3])
+    expected = p3 * expert_mlp(x_pos, w.w_in_EHD[3], w.w_out_EFD[3], w.glu)
     torch.testing.assert_close(y, expected)
 
 
@@ -122,10 +119,12 @@ def test_load_balancing_loss_minimum_and_skew():
     E, K, T = 8, 2, 64
     probs = torch.full((T, E), 1.0 / E)
     experts = torch.arange(T * K).remainder(E).view(T, K)
-    assert load_balancing_loss(probs, experts).item() == pytest.approx(1.0, abs=1e-6)
+    assert load_balancing_loss(probs, count_tokens(experts, E)).item() == pytest.approx(
+        1.0, abs=1e-6
+    )
     skew_probs = torch.softmax(torch.tensor([4.0, 3.0] + [0.0] * (E - 2)), 0).expand(T, E)
     skew_experts = torch.tensor([[0, 1]]).expand(T, K)
-    skewed = load_balancing_loss(skew_probs, skew_experts).item()
+    skewed = load_balancing_loss(skew_probs, count_tokens(skew_experts, E)).item()
     assert skewed > 1.5
 
 
@@ -141,8 +140,15 @@ def test_layer_returns_weighted_aux_losses():
 
 
 def test_model_forward_backward_and_aux():
-    cfg = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=2, d_ff=64, seq_len=12,
-                      moe=MoEConfig(num_experts=4, top_k=2))
+    cfg = ModelConfig(
+        vocab_size=50,
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        d_ff=64,
+        seq_len=12,
+        moe=MoEConfig(num_experts=4, top_k=2),
+    )
     model = MoETransformer(cfg)
     idx = torch.randint(0, 50, (3, 12))
     out = model(idx, idx)
@@ -153,8 +159,15 @@ def test_model_forward_backward_and_aux():
 
 
 def test_causality():
-    cfg = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=2, d_ff=64, seq_len=12,
-                      moe=MoEConfig(num_experts=4, top_k=1))
+    cfg = ModelConfig(
+        vocab_size=50,
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        d_ff=64,
+        seq_len=12,
+        moe=MoEConfig(num_experts=4, top_k=1),
+    )
     model = MoETransformer(cfg).eval()
     idx = torch.randint(0, 50, (1, 12))
     idx2 = idx.clone()
@@ -172,8 +185,9 @@ def _grouped_mm_runs_here() -> bool:
 
 
 @pytest.mark.skipif(not _grouped_mm_runs_here(), reason="torch._grouped_mm not on this CPU build")
-@pytest.mark.parametrize("moe_kw", [dict(num_experts=8, top_k=2),
-                                    dict(num_experts=16, top_k=4, expert_type="mlp")])
+@pytest.mark.parametrize(
+    "moe_kw", [dict(num_experts=8, top_k=2), dict(num_experts=16, top_k=4, expert_type="mlp")]
+)
 def test_native_backend_logic_matches_torch_backend_on_cpu(moe_kw):
     """The CUDA backend's permutation/grouped-GEMM logic, checked where torch runs it on CPU."""
     from models.backends.native import native_experts
@@ -184,9 +198,10 @@ def test_native_backend_logic_matches_torch_backend_on_cpu(moe_kw):
     with torch.no_grad():
         r = moe.router(x)
     w = r.weights_TK.clone().requires_grad_(True)
-    y1 = native_experts(x, r.experts_TK, w, moe.weights)
-    y2 = torch_experts(x, r.experts_TK, w, moe.weights)
+    counts = count_tokens(r.experts_TK, moe.w_out_EFD.shape[0])
+    y1 = native_experts(x, r.experts_TK, w, counts, moe.weights)
+    y2 = torch_experts(x, r.experts_TK, w, counts, moe.weights)
     torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
-    params = [x, w] + [p for p in (moe.w1_EFD, moe.v1_EFD, moe.w2_EFD) if p is not None]
+    params = [x, w, moe.w_in_EHD, moe.w_out_EFD]
     for g1, g2 in zip(torch.autograd.grad(y1.sum(), params), torch.autograd.grad(y2.sum(), params)):
         torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,60 @@
+"""SIGINT (Ctrl-C) and SIGTERM (how SLURM pre-empts) become a request to stop cleanly.
+
+Inside ``Interrupts()`` the first signal only sets ``requested``: the training loop finishes
+its step, writes a checkpoint and an ``interrupted`` record, and exits with one line. A second
+signal exits at once (the last checkpoint stays valid: checkpoints are renamed into place).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(Exception):
+    """The run stopped on a signal after saving; ``code`` is the conventional exit status."""
+
+    def __init__(self, signum: int, message: str, summary=None):
+        super().__init__(message)
+        self.code = 128 + signum
+        self.summary = summary  # the run's RunSummary, status "interrupted"
+
+
+class Interrupts:
+    def __init__(self):
+        self.requested: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested is not None:
+            print(
+                f"\n{signal.Signals(signum).name} again: exiting now without saving",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(128 + signum)
+        self.requested = signum
+        print(
+            f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+            "(again to exit at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.requested).name if self.requested else ""
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():  # handlers live there only
+            for s in SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)

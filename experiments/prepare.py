@@ -1,0 +1,483 @@
+"""Tokenize a text corpus into shards: ``python -m experiments.prepare SOURCE --out DIR``.
+
+SOURCE is ``sotu`` (the embedded corpus), a directory or a single file. In a directory every
+file matching ``--glob`` is read by its kind: ``.txt`` (and any other text) is one document,
+``.jsonl`` one document per line (``--text-key``), ``.parquet`` one per row (the format
+FineWeb ships in). A single large text file is cut into ~100 kB documents at line boundaries.
+
+The corpus is read in parts of about 64 MB, streamed (never whole in memory) and encoded with
+the `tokenizers` batch encoder, which runs on every core. Each finished part is written
+atomically under ``<out>/<key>/parts/``, so an interrupted preparation resumes where it
+stopped. Documents go to train or validation by a hash of their id (file path, byte offset or
+row), never split inside. The output directory is keyed by a hash of the source's content, the
+tokenizer and the split settings; it holds ``train.bin``/``val.bin`` (uint16, or uint32 for
+vocabularies above 65536), ``val_docs.npy`` (each validation document's start offset),
+``tokenizer.json`` and ``meta.json``. Train on it with ``data=bin data.path=<that dir>``;
+``--xz`` also writes ``.bin.xz`` copies for moving the shards between machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import lzma
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+CORPORA_DIR = Path(__file__).parent / "corpora"
+EOT = "<|endoftext|>"
+FORMAT_VERSION = 2
+PART_BYTES = 64 << 20
+CHUNK_CHARS = 100_000
+
+
+@dataclass
+class CorpusSpec:
+    source: str  # "sotu" or a path
+    glob: str = "**/*.txt"
+    text_key: str = "text"
+    tokenizer: str = "bpe"  # bpe | bytes | path to a tokenizer.json
+    vocab_size: int = 2048
+    val_fraction: float = 0.05
+    bpe_sample_bytes: int = 256 << 20  # text the BPE is trained on (the first training docs)
+
+
+def spec_for(cfg) -> CorpusSpec:
+    """The CorpusSpec of a DataConfig (source sotu or text)."""
+    source = "sotu" if cfg.source == "sotu" else str(Path(cfg.path).expanduser().resolve())
+    tok = (
+        str(Path(cfg.tokenizer_file).expanduser().resolve())
+        if cfg.tokenizer_file
+        else cfg.tokenizer
+    )
+    return CorpusSpec(source, cfg.glob, cfg.text_key, tok, cfg.vocab_size, cfg.val_fraction)
+
+
+class PrepareError(ValueError):
+    """The corpus cannot be prepared as asked; the message says why."""
+
+
+# ---- pieces and documents -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Piece:
+    path: str  # "" for the embedded corpus
+    kind: str  # sotu | txt | chunks | jsonl | parquet
+    start: int  # byte offset (chunks, jsonl) or row group (parquet)
+    end: int
+    size: int  # bytes, for progress and part sizing
+
+
+def _kind(p: Path) -> str:
+    name = p.name.lower()
+    if name.endswith((".jsonl", ".jsonl.xz", ".json.xz", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    return "txt"
+
+
+def _line_ranges(path: Path, size: int) -> list[tuple[int, int]]:
+    """Byte ranges of about PART_BYTES, each ending at a newline."""
+    ranges, start = [], 0
+    with open(path, "rb") as f:
+        while start < size:
+            f.seek(min(start + PART_BYTES, size))
+            f.readline()
+            end = min(f.tell(), size) if start + PART_BYTES < size else size
+            ranges.append((start, end))
+            start = end
+    return ranges
+
+
+def pieces(spec: CorpusSpec) -> list[Piece]:
+    if spec.source == "sotu":
+        p = CORPORA_DIR / "sotu.jsonl.xz"
+        return [Piece("", "sotu", 0, 0, p.stat().st_size * 4)]
+    root = Path(spec.source)
+    files = [root] if root.is_file() else sorted(p for p in root.glob(spec.glob) if p.is_file())
+    if not files:
+        raise PrepareError(f"no files matching {spec.glob!r} under {root}")
+    out = []
+    for p in files:
+        rel, size, kind = (
+            str(p.relative_to(root.parent if root.is_file() else root)),
+            p.stat().st_size,
+            _kind(p),
+        )
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(p).metadata
+            out += [
+                Piece(rel, kind, g, g + 1, meta.row_group(g).total_byte_size)
+                for g in range(meta.num_row_groups)
+            ]
+        elif kind == "jsonl" and not p.name.endswith(".xz"):
+            out += [Piece(rel, kind, a, b, b - a) for a, b in _line_ranges(p, size)]
+        elif kind == "txt" and root.is_file():
+            out += [Piece(rel, "chunks", a, b, b - a) for a, b in _line_ranges(p, size)]
+        else:
+            out.append(Piece(rel, kind, 0, size, size))
+    return out
+
+
+def _base(spec: CorpusSpec) -> Path:
+    root = Path(spec.source)
+    return root.parent if root.is_file() else root
+
+
+def documents(spec: CorpusSpec, piece: Piece) -> Iterator[tuple[str, str]]:
+    """(document id, text) of one piece; the id decides the train/validation split."""
+    if piece.kind == "sotu":
+        with lzma.open(CORPORA_DIR / "sotu.jsonl.xz", "rt", encoding="utf-8") as f:
+            for line in f:
+                doc = json.loads(line)
+                yield doc["id"], doc["text"]
+        return
+    path = _base(spec) / piece.path
+    if piece.kind == "txt":
+        yield piece.path, path.read_text(encoding="utf-8", errors="replace")
+    elif piece.kind == "chunks":
+        with open(path, "rb") as f:
+            f.seek(piece.start)
+            text = f.read(piece.end - piece.start).decode("utf-8", errors="replace")
+        start = 0
+        while start < len(text):
+            end = text.find("\n", start + CHUNK_CHARS)
+            end = len(text) if end < 0 else end + 1
+            yield f"{piece.path}@{piece.start + start}", text[start:end]
+            start = end
+    elif piece.kind == "jsonl":
+        for offset, line in _jsonl_lines(path, piece):
+            if line.strip():
+                yield f"{piece.path}@{offset}", _text_of(json.loads(line), spec, piece.path)
+    else:  # parquet row group
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(path).read_row_group(piece.start, columns=[spec.text_key])
+        for i, text in enumerate(table.column(spec.text_key).to_pylist()):
+            yield f"{piece.path}#{piece.start}:{i}", text or ""
+
+
+def _jsonl_lines(path: Path, piece: Piece) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line) of the piece's lines; an .xz file is one piece read from its start."""
+    compressed = path.name.endswith(".xz")
+    with lzma.open(path, "rb") if compressed else open(path, "rb") as f:
+        if not compressed:
+            f.seek(piece.start)
+        offset = piece.start
+        for line in f:
+            if not compressed and offset >= piece.end:
+                return
+            yield offset, line
+            offset += len(line)
+
+
+def _text_of(row: dict, spec: CorpusSpec, where: str) -> str:
+    if spec.text_key not in row:
+        raise PrepareError(
+            f"{where}: a JSON line has no {spec.text_key!r} field "
+            f"(fields: {sorted(row)}); pass --text-key"
+        )
+    return row[spec.text_key] or ""
+
+
+def is_validation(doc_id: str, val_fraction: float) -> bool:
+    h = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "little")
+    return (h % 1_000_000) < val_fraction * 1_000_000
+
+
+# ---- keys ---------------------------------------------------------------------------------
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_fingerprint(spec: CorpusSpec) -> dict[str, str]:
+    """sha256 of every input file (the record of exactly what was tokenized)."""
+    if spec.source == "sotu":
+        return {"sotu.jsonl.xz": _file_sha256(CORPORA_DIR / "sotu.jsonl.xz")}
+    base = _base(spec)
+    return {p: _file_sha256(base / p) for p in sorted({x.path for x in pieces(spec)})}
+
+
+def _tokenizer_fingerprint(spec: CorpusSpec) -> str:
+    if spec.tokenizer in ("bpe", "bytes"):
+        return spec.tokenizer
+    return "file:" + _file_sha256(Path(spec.tokenizer))
+
+
+def corpus_key(spec: CorpusSpec, files: dict[str, str] | None = None) -> str:
+    settings = asdict(spec) | {
+        "format": FORMAT_VERSION,
+        "files": files or source_fingerprint(spec),
+        "tokenizer": _tokenizer_fingerprint(spec),
+    }
+    settings.pop("source")  # the content is the identity, not where it lives
+    if spec.tokenizer != "bpe":
+        settings.pop("bpe_sample_bytes")
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- tokenizers ---------------------------------------------------------------------------
+
+
+def train_bpe(texts: Iterator[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def _training_sample(spec: CorpusSpec, parts: list[Piece]) -> Iterator[str]:
+    budget = spec.bpe_sample_bytes
+    for piece in parts:
+        for doc_id, text in documents(spec, piece):
+            if not is_validation(doc_id, spec.val_fraction):
+                yield text
+                budget -= len(text)
+                if budget <= 0:
+                    return
+
+
+class Encoder:
+    """Batch encoding to token ids; BPE documents end with the end-of-text token."""
+
+    def __init__(self, spec: CorpusSpec, out: Path, parts: list[Piece]):
+        self.tok = None
+        if spec.tokenizer == "bytes":
+            self.vocab, self.eot = 256, None
+            return
+        from tokenizers import Tokenizer
+
+        if (out / "tokenizer.json").exists():  # resuming: the tokenizer trained before
+            self.tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+        elif spec.tokenizer == "bpe":
+            self.tok = train_bpe(_training_sample(spec, parts), spec.vocab_size)
+            _atomic_write(out / "tokenizer.json", self.tok.to_str().encode())
+        else:
+            self.tok = Tokenizer.from_file(spec.tokenizer)
+            _atomic_write(out / "tokenizer.json", self.tok.to_str().encode())
+        self.vocab, self.eot = self.tok.get_vocab_size(), self.tok.token_to_id(EOT)
+
+    @property
+    def dtype(self):
+        return np.uint16 if self.vocab <= 65536 else np.uint32
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        if self.tok is None:
+            return [np.frombuffer(t.encode("utf-8"), np.uint8).astype(self.dtype) for t in texts]
+        tail = [] if self.eot is None else [self.eot]
+        return [np.asarray(e.ids + tail, dtype=self.dtype) for e in self.tok.encode_batch(texts)]
+
+
+# ---- building -----------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _group(all_pieces: list[Piece]) -> list[list[Piece]]:
+    parts, current, size = [], [], 0
+    for p in all_pieces:
+        if current and size + p.size > PART_BYTES:
+            parts.append(current)
+            current, size = [], 0
+        current.append(p)
+        size += p.size
+    return parts + ([current] if current else [])
+
+
+def _encode_part(spec: CorpusSpec, enc: Encoder, part: list[Piece], stem: Path) -> None:
+    tokens = {"train": [], "val": []}
+    lens = {"train": [], "val": []}
+    batch: list[tuple[str, str]] = []
+
+    def flush():
+        for (_, split), ids in zip(batch, enc.encode([t for t, _ in batch])):
+            tokens[split].append(ids)
+            lens[split].append(len(ids))
+        batch.clear()
+
+    for piece in part:
+        for doc_id, text in documents(spec, piece):
+            batch.append((text, "val" if is_validation(doc_id, spec.val_fraction) else "train"))
+            if len(batch) >= 256:
+                flush()
+    flush()
+    for split in ("train", "val"):
+        arr = np.concatenate(tokens[split]) if tokens[split] else np.zeros(0, enc.dtype)
+        _atomic_write(stem.with_suffix(f".{split}.bin"), arr.tobytes())
+        _atomic_write(
+            stem.with_suffix(f".{split}.lens"), np.asarray(lens[split], np.int64).tobytes()
+        )
+    _atomic_write(stem.with_suffix(".done"), b"ok")
+
+
+def _concat(parts_dir: Path, n: int, split: str, out: Path, dtype) -> np.ndarray:
+    """Concatenate the parts' shards into ``out``; returns the documents' token lengths."""
+    lens = []
+    with open(out, "wb") as f:
+        for i in range(n):
+            stem = parts_dir / f"{i:05d}"
+            f.write(stem.with_suffix(f".{split}.bin").read_bytes())
+            lens.append(np.frombuffer(stem.with_suffix(f".{split}.lens").read_bytes(), np.int64))
+    return np.concatenate(lens) if lens else np.zeros(0, np.int64)
+
+
+def build(spec: CorpusSpec, out: Path, progress: bool = True, files: dict | None = None) -> dict:
+    """Tokenize the corpus into ``out`` (resuming finished parts); returns meta.json's content."""
+    out.mkdir(parents=True, exist_ok=True)
+    parts = _group(pieces(spec))
+    parts_dir = out / "parts"
+    parts_dir.mkdir(exist_ok=True)
+    enc = Encoder(spec, out, [p for part in parts for p in part])
+    total = sum(p.size for part in parts for p in part)
+    bar = _progress(total, progress)
+    for i, part in enumerate(parts):
+        stem = parts_dir / f"{i:05d}"
+        if not stem.with_suffix(".done").exists():
+            _encode_part(spec, enc, part, stem)
+        bar.update(sum(p.size for p in part))
+    bar.close()
+    counts = {}
+    for split in ("train", "val"):
+        lens = _concat(parts_dir, len(parts), split, out / f"{split}.bin", enc.dtype)
+        counts[split] = {"documents": len(lens), "tokens": int(lens.sum())}
+        if split == "val":
+            np.save(
+                out / "val_docs.npy", np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+            )
+    if counts["train"]["documents"] == 0 or counts["val"]["documents"] == 0:
+        raise PrepareError(
+            f"the corpus gives {counts['train']['documents']} training and "
+            f"{counts['val']['documents']} validation documents; it needs more "
+            "documents or another data.val_fraction"
+        )
+    files = files or source_fingerprint(spec)
+    meta = {
+        "key": corpus_key(spec, files),
+        "format": FORMAT_VERSION,
+        "spec": asdict(spec),
+        "vocab_size": enc.vocab,
+        "dtype": np.dtype(enc.dtype).name,
+        "eot": enc.eot,
+        "splits": counts,
+        "files_sha256": files,
+    }
+    _atomic_write(out / "meta.json", json.dumps(meta, indent=1).encode())
+    for f in parts_dir.iterdir():
+        f.unlink()
+    parts_dir.rmdir()
+    return meta
+
+
+class _progress:
+    """tqdm when asked for and installed; silent otherwise."""
+
+    def __init__(self, total: int, show: bool):
+        self.bar = None
+        if show:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing")
+            except ImportError:
+                pass
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def compress(directory: Path) -> None:
+    """train.bin.xz and val.bin.xz beside the shards, for moving them between machines."""
+    for split in ("train", "val"):
+        src = directory / f"{split}.bin"
+        with (
+            open(src, "rb") as f,
+            lzma.open(directory / f".{split}.bin.xz.tmp", "wb", preset=6) as out,
+        ):
+            for block in iter(lambda: f.read(1 << 24), b""):
+                out.write(block)
+        os.replace(directory / f".{split}.bin.xz.tmp", directory / f"{split}.bin.xz")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("source", help="sotu, a directory, or one file")
+    ap.add_argument("--out", required=True, help="output root; the corpus goes to <out>/<key>")
+    ap.add_argument("--glob", default="**/*", help="files under a directory (default: all)")
+    ap.add_argument("--text-key", default="text", help="text field of .jsonl/.parquet rows")
+    ap.add_argument("--tokenizer", default="bpe", help="bpe, bytes, or a tokenizer.json")
+    ap.add_argument("--vocab-size", type=int, default=16384, help="BPE vocabulary")
+    ap.add_argument("--val-fraction", type=float, default=0.01)
+    ap.add_argument("--bpe-sample-mb", type=int, default=256, help="text the BPE is trained on")
+    ap.add_argument("--xz", action="store_true", help="also write .bin.xz copies")
+    a = ap.parse_args(argv)
+    source = a.source if a.source == "sotu" else str(Path(a.source).expanduser().resolve())
+    if source != "sotu" and not Path(source).exists():
+        sys.exit(f"error: {a.source} does not exist")
+    if a.tokenizer not in ("bpe", "bytes"):
+        a.tokenizer = str(Path(a.tokenizer).expanduser().resolve())
+    spec = CorpusSpec(
+        source,
+        a.glob,
+        a.text_key,
+        a.tokenizer,
+        256 if a.tokenizer == "bytes" else a.vocab_size,
+        a.val_fraction,
+        a.bpe_sample_mb << 20,
+    )
+    try:
+        print("hashing the source...", flush=True)
+        files = source_fingerprint(spec)
+        out = Path(a.out).expanduser() / corpus_key(spec, files)
+        if (out / "meta.json").exists():
+            meta = json.loads((out / "meta.json").read_text())
+            print(f"already prepared: {out}")
+        else:
+            meta = build(spec, out, files=files)
+        if a.xz and not (out / "train.bin.xz").exists():
+            compress(out)
+    except PrepareError as e:
+        sys.exit(f"error: {e}")
+    s = meta["splits"]
+    print(
+        f"{out}: vocab {meta['vocab_size']}, train {s['train']['tokens']:,} tokens in "
+        f"{s['train']['documents']:,} documents, validation {s['val']['tokens']:,} tokens in "
+        f"{s['val']['documents']:,} documents\ntrain on it with: data=bin data.path={out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
