@@ -1,4 +1,9 @@
-"""Figures, one function each; every figure is saved as PNG and PDF."""
+"""Figures, one function each; every figure is saved as PNG and PDF.
+
+Bracketed IsoFLOP groups are drawn with filled stars at their minimum; groups whose lowest
+loss sits at the edge of the sizes trained get hollow stars and are left out of the
+cross-group panels (as they are left out of the fits).
+"""
 
 from __future__ import annotations
 
@@ -45,81 +50,96 @@ def _budget_label(c: float) -> str:
     return f"C = {c:.2g} FLOPs"
 
 
+def _yerr(values: np.ndarray, cis) -> np.ndarray | None:
+    """Asymmetric error bars from intervals. An unbounded side is drawn longer than any other
+    bar (the report prints it as -inf/inf)."""
+    if not all(isinstance(c, list) for c in cis):
+        return None
+    values = np.asarray(values, float)
+    lo = np.array([np.nan if c[0] is None else v - c[0] for v, c in zip(values, cis)])
+    hi = np.array([np.nan if c[1] is None else c[1] - v for v, c in zip(values, cis)])
+    finite = np.concatenate([lo[np.isfinite(lo)], hi[np.isfinite(hi)]])
+    long = 1.5 * max(finite.max() if finite.size else 0, np.ptp(values), 1e-3 * abs(values).max())
+    return np.clip(np.nan_to_num(np.vstack([lo, hi]), nan=long), 0, None)
+
+
 def isoflop_curves(
-    df: pd.DataFrame,
-    iso: pd.DataFrame,
-    out: Path,
-    loss_col="val_loss",
-    n_col="params_total",
-    coef_key="coef",
+    df: pd.DataFrame, iso: pd.DataFrame, out: Path, loss_col="val_loss", active: bool = False
 ) -> Path:
-    budgets = sorted(df["budget_flops"].unique())
+    n_col, key, coef_key = (
+        ("N_active", "n_star_active", "coef_active") if active else ("N_total", "n_star", "coef")
+    )
+    budgets = sorted(iso["budget"].unique())
     colors = _colors(df["sparsity"])
     fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.6), squeeze=False)
     for ax, c in zip(axes[0], budgets):
-        for s, g in df[df["budget_flops"] == c].groupby("sparsity"):
+        for s, g in df[df["budget_group"] == c].groupby("sparsity"):
             ax.scatter(g[n_col], g[loss_col], color=colors[s], s=22, label=f"S={s:.3f}")
             row = iso[(iso["budget"] == c) & (iso["sparsity"] == s)]
-            if len(row) and isinstance(row.iloc[0].get(coef_key), list):
-                key = "n_star" if coef_key == "coef" else "n_star_active"
-                lo = min(np.log(g[n_col].min()), np.log(row.iloc[0][key])) - 0.2
-                hi = max(np.log(g[n_col].max()), np.log(row.iloc[0][key])) + 0.2
-                x = np.linspace(lo, hi, 100)
-                ax.plot(np.exp(x), np.polyval(row.iloc[0][coef_key], x), color=colors[s], lw=1.2)
+            if not len(row):
+                continue
+            r = row.iloc[0]
+            lo, hi = np.log(g[n_col].min()) - 0.3, np.log(g[n_col].max()) + 0.3
+            x = np.linspace(lo, hi, 100)
+            ax.plot(np.exp(x), np.polyval(r[coef_key], x), color=colors[s], lw=1.2)
+            if np.isfinite(r[key]) and lo <= np.log(r[key]) <= hi:
                 ax.scatter(
-                    [row.iloc[0][key]],
-                    [row.iloc[0]["loss_star"]],
+                    [r[key]],
+                    [np.polyval(r[coef_key], np.log(r[key]))],
                     marker="*",
-                    s=110,
-                    color=colors[s],
-                    edgecolor="k",
+                    s=120,
                     zorder=5,
+                    edgecolor="k",
+                    color=colors[s] if r["bracketed"] else "none",
                 )
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(_budget_label(c))
-        ax.set_xlabel("total parameters N" if n_col == "params_total" else n_col)
+        ax.set_title(_budget_label(iso[iso["budget"] == c]["C"].iloc[0]))
+        ax.set_xlabel("active parameters N_active" if active else "total parameters N")
     axes[0][0].set_ylabel(loss_col)
-    axes[0][-1].legend(fontsize=8, title="sparsity")
-    return _save(fig, out, "isoflop_curves" if n_col == "params_total" else "isoflop_curves_active")
+    axes[0][-1].legend(fontsize=8, title="sparsity (hollow star: not bracketed)", title_fontsize=7)
+    return _save(fig, out, "isoflop_curves_active" if active else "isoflop_curves")
 
 
 def loss_star_vs_sparsity(iso: pd.DataFrame, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    colors = _colors(iso["budget"])
-    for c, g in iso.dropna(subset=["loss_star"]).groupby("budget"):
+    colors = _colors(iso["C"])
+    for c, g in iso[iso["bracketed"]].groupby("C"):
         g = g.sort_values("sparsity")
-        err = None
-        if "loss_star_ci" in g and all(isinstance(c, list) for c in g["loss_star_ci"]):
-            ci = np.array(g["loss_star_ci"].tolist())
-            err = np.abs(ci.T - g["loss_star"].values)
         ax.errorbar(
             g["sparsity"],
             g["loss_star"],
-            yerr=err,
+            yerr=_yerr(g["loss_star"].values, g["loss_star_ci"].tolist()),
             marker="o",
             color=colors[c],
             capsize=3,
             label=_budget_label(c),
         )
+        ax.plot(g["sparsity"], g["best_loss"], "x", color=colors[c], alpha=0.6)
     ax.set_xlabel("sparsity S = 1 - K/E")
-    ax.set_ylabel("IsoFLOP-optimal loss L*")
+    ax.set_ylabel("IsoFLOP-optimal loss L* (x: best observed)")
     ax.legend(fontsize=8)
     return _save(fig, out, "loss_star_vs_sparsity")
 
 
 def n_star_vs_sparsity(iso: pd.DataFrame, out: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    colors = _colors(iso["budget"])
+    colors = _colors(iso["C"])
     for ax, key, label in (
         (axes[0], "n_star", "N* (total)"),
         (axes[1], "n_star_active", "N*_active"),
     ):
-        if key not in iso:
-            continue
-        for c, g in iso.dropna(subset=[key]).groupby("budget"):
+        for c, g in iso[iso["bracketed"]].groupby("C"):
             g = g.sort_values("sparsity")
-            ax.plot(g["sparsity"], g[key], marker="o", color=colors[c], label=_budget_label(c))
+            ax.errorbar(
+                g["sparsity"],
+                g[key],
+                yerr=_yerr(g[key].values, g[f"{key}_ci"].tolist()),
+                marker="o",
+                color=colors[c],
+                capsize=3,
+                label=_budget_label(c),
+            )
         ax.set_yscale("log")
         ax.set_xlabel("sparsity S")
         ax.set_ylabel(label)
@@ -128,59 +148,41 @@ def n_star_vs_sparsity(iso: pd.DataFrame, out: Path) -> Path:
 
 
 def s_star_vs_n(
-    curves: dict[float, tuple[np.ndarray, np.ndarray]], out: Path, law_name: str
+    curves: dict[float, tuple[np.ndarray, np.ndarray]],
+    out: Path,
+    name: str,
+    s_range: tuple[float, float],
 ) -> Path:
-    """curves: budget -> (N grid, S* at each N) from a fitted law."""
+    """curves: budget -> (N grid, S* at each N, searched inside the trained S range)."""
     fig, ax = plt.subplots(figsize=(5, 3.6))
     colors = _colors(curves)
     for c, (n, s) in curves.items():
         ax.plot(n, s, color=colors[c], label=_budget_label(c))
+    ax.axhline(s_range[1], color="grey", ls=":", lw=1, label="largest trained S")
     ax.set_xscale("log")
-    ax.set_xlabel("total parameters N")
+    ax.set_xlabel("N (the law's)")
     ax.set_ylabel("optimal sparsity S*")
-    ax.set_title(f"from the fitted {law_name} law")
+    ax.set_title(f"from the fitted {name} law (inside the trained S)", fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, out, f"s_star_vs_n_{law_name}")
+    return _save(fig, out, f"s_star_vs_n_{name}")
 
 
-def law_fit(
-    law: Law,
-    pred: np.ndarray,
-    obs: np.ndarray,
-    held_out: np.ndarray,
-    out: Path,
-    sparsity: np.ndarray | None = None,
-) -> Path:
+def law_fit(st, pred: np.ndarray, out: Path, sparsity: np.ndarray | None = None) -> Path:
+    obs, held_out = st.loss, st.held_out_mask
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     c = sparsity if sparsity is not None else np.zeros_like(obs)
     ax = axes[0]
-    sc = ax.scatter(
-        obs[~held_out],
-        pred[~held_out],
-        c=c[~held_out],
-        s=20,
-        cmap="viridis",
-        vmin=c.min(),
-        vmax=max(c.max(), 1e-9),
-        label="fitted",
-    )
+    kw = {"cmap": "viridis", "vmin": c.min(), "vmax": max(c.max(), 1e-9)}
+    sc = ax.scatter(obs[~held_out], pred[~held_out], c=c[~held_out], s=20, label="fitted", **kw)
     if held_out.any():
         ax.scatter(
-            obs[held_out],
-            pred[held_out],
-            c=c[held_out],
-            s=40,
-            marker="x",
-            cmap="viridis",
-            vmin=c.min(),
-            vmax=max(c.max(), 1e-9),
-            label="held out",
+            obs[held_out], pred[held_out], c=c[held_out], s=40, marker="x", label="held out", **kw
         )
     lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
     ax.set_xlabel("observed loss")
     ax.set_ylabel("predicted loss")
-    ax.set_title(f"{law.name}")
+    ax.set_title(st.label)
     ax.legend(fontsize=8)
     if sparsity is not None:
         fig.colorbar(sc, ax=ax, label="sparsity")
@@ -189,10 +191,12 @@ def law_fit(
     axes[1].axhline(0, color="k", lw=0.8)
     axes[1].set_xlabel("observed loss")
     axes[1].set_ylabel("residual (%)")
-    return _save(fig, out, f"law_fit_{law.name}")
+    return _save(fig, out, f"law_fit_{st.label}".replace("@", "_").replace("=", ""))
 
 
-def bootstrap_params(law: Law, samples: dict[str, np.ndarray], point: dict, out: Path) -> Path:
+def bootstrap_params(
+    law: Law, samples: dict[str, np.ndarray], point: dict, out: Path, name: str
+) -> Path:
     k = len(law.params)
     cols = 5
     rows = int(np.ceil(k / cols))
@@ -206,4 +210,4 @@ def bootstrap_params(law: Law, samples: dict[str, np.ndarray], point: dict, out:
         ax.grid(False)
     for ax in axes.ravel()[k:]:
         ax.axis("off")
-    return _save(fig, out, f"bootstrap_{law.name}")
+    return _save(fig, out, f"bootstrap_{name}".replace("@", "_").replace("=", ""))

@@ -1,15 +1,18 @@
-"""Fitting scaling laws the Chinchilla way, with bootstrap intervals and held-out validation.
+"""Fitting scaling laws the Chinchilla way, with bootstrap intervals.
 
 Objective: sum over runs of Huber_delta(log L_hat - log L) with L_hat in log-sum-exp form
-(analysis/laws.py), minimised with L-BFGS (scipy) and an analytic gradient from a grid of
-initialisations; the best fit wins. Bootstrap: resample runs with replacement and refit from the
-best point estimate (plus the next-best starts), in parallel over cores; percentile intervals.
+(analysis/laws.py), minimised with L-BFGS-B (scipy, analytic gradient, each parameter within
+its law's bounds) from a grid of initialisations; the best fit wins. Bootstrap: resample runs
+with replacement and refit each resample from the point estimate *and* a fresh random subset of
+the start grid, so a resample whose best fit lies in another basin finds it (the fraction that
+does is reported: a high one means the objective has several minima).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -20,6 +23,35 @@ from threadpoolctl import threadpool_limits
 from analysis.laws import Law
 
 HUBER_DELTA = 1e-3
+BOOT_GRID_STARTS = 4  # random grid starts added to the point estimate for each bootstrap refit
+
+
+def rng_for(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def percentile_interval(samples, level: float = 0.95) -> list | None:
+    """Percentile interval; a bound the resamples do not pin down (infinite, or NaN in more
+    than the tail's share of them) is None, read as unbounded."""
+    a = np.asarray(samples, float).ravel()
+    if a.size == 0:
+        return None
+    tail = 100 * (1 - level) / 2
+    with np.errstate(invalid="ignore"):  # inf - inf between neighbours: an unbounded bound
+        lo = np.percentile(np.where(np.isnan(a), -np.inf, a), tail)
+        hi = np.percentile(np.where(np.isnan(a), np.inf, a), 100 - tail)
+    return [float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None]
+
+
+def replicates(fn: Callable, n_boot: int, seed: int, workers: int = 1, chunks: int = 0) -> list:
+    """``fn(seeds)`` over ``n_boot`` replicate seeds drawn from ``seed``, in ``workers``
+    processes; the one place bootstrap replicates are numbered and seeded."""
+    seeds = rng_for(seed).integers(0, 2**63 - 1, n_boot)
+    if workers <= 1:
+        return list(fn(seeds))
+    parts = [seeds[i :: chunks or workers * 4] for i in range(chunks or workers * 4)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return [r for part in pool.map(fn, [p for p in parts if len(p)]) for r in part]
 
 
 def objective(theta: np.ndarray, X: np.ndarray, log_y: np.ndarray, delta: float):
@@ -30,23 +62,25 @@ def objective(theta: np.ndarray, X: np.ndarray, log_y: np.ndarray, delta: float)
     m = z.max(axis=0)
     w = np.exp(z - m)
     s = w.sum(axis=0)
-    log_pred = m + np.log(s)
-    r = log_pred - log_y
+    r = m + np.log(s) - log_y
     absr = np.abs(r)
     loss = np.where(absr <= delta, 0.5 * r * r, delta * (absr - 0.5 * delta)).sum()
     dr = np.clip(r, -delta, delta)  # d huber / d r
-    softmax = w / s  # d log_pred / d z_k
-    grad = ((softmax * dr)[..., None] * X).sum(axis=(0, 1))
+    grad = (((w / s) * dr)[..., None] * X).sum(axis=(0, 1))
     return loss, grad
 
 
-def _minimize(theta0, X, log_y, delta, maxiter=1000):
+def _minimize(law: Law, theta0, X, log_y, delta, maxiter=1000):
+    bounds = law.theta_bounds()
+    lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
+    hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])
     res = minimize(
         objective,
-        theta0,
+        np.clip(theta0, lo, hi),
         args=(X, log_y, delta),
         jac=True,
         method="L-BFGS-B",
+        bounds=bounds,
         options={"maxiter": maxiter, "gtol": 1e-9, "ftol": 1e-12},
     )
     return res.x, float(res.fun)
@@ -57,7 +91,7 @@ def init_thetas(law: Law, max_inits: int, seed: int = 0) -> np.ndarray:
     full = np.array([law.to_theta(dict(zip(law.params, v))) for v in itertools.product(*grid)])
     if len(full) <= max_inits:
         return full
-    pick = np.random.default_rng(seed).choice(len(full), size=max_inits, replace=False)
+    pick = rng_for(seed).choice(len(full), size=max_inits, replace=False)
     return full[np.sort(pick)]
 
 
@@ -67,7 +101,7 @@ class FitResult:
     theta: np.ndarray
     loss: float
     params: dict[str, float]
-    starts: np.ndarray  # the best few end points, reused to start bootstrap refits
+    at_bounds: list[str]  # parameters that ended on a bound of the search
 
 
 def one_blas_thread(fn):
@@ -83,6 +117,16 @@ def one_blas_thread(fn):
     return wrapper
 
 
+def _result(law: Law, theta: np.ndarray, loss: float) -> FitResult:
+    bounds = law.theta_bounds()
+    at = [
+        p
+        for p, t, (lo, hi) in zip(law.params, theta, bounds)
+        if (lo is not None and t - lo < 1e-3) or (hi is not None and hi - t < 1e-3)
+    ]
+    return FitResult(law.name, theta, loss, law.to_natural(theta), at)
+
+
 @one_blas_thread
 def fit_law(
     law: Law,
@@ -90,42 +134,62 @@ def fit_law(
     loss: np.ndarray,
     delta: float = HUBER_DELTA,
     max_inits: int = 512,
-    starts: np.ndarray | None = None,
-    keep: int = 2,
     polish: int = 8,
+    seed: int = 0,
 ) -> FitResult:
-    """Best of L-BFGS runs from the init grid (or from ``starts``, for bootstrap refits).
-
-    Grid starts first run a short L-BFGS (100 iterations); the best ``polish`` of those are run
-    to convergence. That finds the same optimum as converging every start at a tenth the cost.
-    """
+    """Best of L-BFGS-B runs from the init grid: every start runs 100 iterations, the best
+    ``polish`` of those run to convergence (the same optimum as converging every start, at a
+    tenth the cost)."""
     X = law.design(data)
     log_y = np.log(np.asarray(loss, dtype=float))
-    if starts is None:
-        rough = sorted(
-            (_minimize(t0, X, log_y, delta, maxiter=100) for t0 in init_thetas(law, max_inits)),
-            key=lambda r: r[1],
-        )
-        starts = np.array([r[0] for r in rough[:polish]])
-    results = sorted((_minimize(t0, X, log_y, delta) for t0 in starts), key=lambda r: r[1])
-    theta, best = results[0]
-    return FitResult(
-        law.name, theta, best, law.to_natural(theta), np.array([r[0] for r in results[:keep]])
+    rough = sorted(
+        (
+            _minimize(law, t0, X, log_y, delta, maxiter=100)
+            for t0 in init_thetas(law, max_inits, seed)
+        ),
+        key=lambda r: r[1],
     )
+    results = sorted(
+        (_minimize(law, t0, X, log_y, delta) for t0, _ in rough[:polish]), key=lambda r: r[1]
+    )
+    return _result(law, *results[0])
 
 
-def _bootstrap_chunk(args):
-    law, data, loss, delta, starts, seeds = args
-    n = len(loss)
-    out = []
-    for seed in seeds:
-        idx = np.random.default_rng(seed).integers(0, n, n)
-        sub = {k: v[idx] for k, v in data.items()}
-        out.append(fit_law.__wrapped__(law, sub, loss[idx], delta, starts=starts).theta)
-    return out
+def _refit(law, X, log_y, delta, starts):
+    """(best theta, whether it came from a start other than the first, the point estimate)."""
+    ends = [_minimize(law, t0, X, log_y, delta) for t0 in starts]
+    best = min(range(len(ends)), key=lambda i: ends[i][1])
+    other = (
+        best != 0
+        and np.abs(ends[best][0] - ends[0][0]).max() > 1e-2
+        and ends[0][1] - ends[best][1] > 1e-12
+    )
+    return ends[best][0], other
 
 
-@one_blas_thread  # forked workers inherit the limit
+class _Resample:
+    """Picklable bootstrap work for one chunk of replicate seeds."""
+
+    def __init__(self, law, data, loss, delta, point, grid):
+        self.law, self.data, self.loss, self.delta = law, data, loss, delta
+        self.point, self.grid = point, grid
+
+    def __call__(self, seeds):
+        out = []
+        n = len(self.loss)
+        with threadpool_limits(limits=1, user_api="blas"):
+            for s in seeds:
+                rng = rng_for(int(s))
+                idx = rng.integers(0, n, n)
+                X = self.law.design({k: v[idx] for k, v in self.data.items()})
+                starts = [
+                    self.point,
+                    *list(self.grid[rng.choice(len(self.grid), BOOT_GRID_STARTS, replace=False)]),
+                ]
+                out.append(_refit(self.law, X, np.log(self.loss[idx]), self.delta, starts))
+        return out
+
+
 def bootstrap(
     law: Law,
     data: dict,
@@ -135,23 +199,22 @@ def bootstrap(
     delta: float = HUBER_DELTA,
     seed: int = 0,
     workers: int | None = None,
-) -> np.ndarray:
-    """Thetas of ``n_boot`` refits on runs resampled with replacement: (n_boot, params)."""
+) -> tuple[np.ndarray, float]:
+    """(thetas of n_boot refits on runs resampled with replacement, fraction of them whose best
+    fit lies in another basin than the point estimate's)."""
     workers = workers or os.cpu_count() or 1
-    seeds = np.random.default_rng(seed).integers(0, 2**63 - 1, n_boot)
-    chunks = [seeds[i :: workers * 4] for i in range(workers * 4)]
-    jobs = [(law, data, np.asarray(loss, float), delta, point.starts, c) for c in chunks if len(c)]
-    if workers == 1:
-        parts = [_bootstrap_chunk(j) for j in jobs]
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(_bootstrap_chunk, jobs))
-    return np.array([t for part in parts for t in part])
-
-
-def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    lo, hi = np.nanpercentile(samples, [50 * (1 - level), 50 * (1 + level)], axis=0)
-    return float(lo), float(hi)
+    grid = init_thetas(law, 64, seed)
+    work = _Resample(
+        law,
+        {k: np.asarray(v, float) for k, v in data.items()},
+        np.asarray(loss, float),
+        delta,
+        point.theta,
+        grid,
+    )
+    results = replicates(work, n_boot, seed, workers)
+    thetas = np.array([t for t, _ in results])
+    return thetas, float(np.mean([o for _, o in results])) if results else 0.0
 
 
 def natural_samples(law: Law, thetas: np.ndarray) -> dict[str, np.ndarray]:
@@ -162,7 +225,7 @@ def natural_samples(law: Law, thetas: np.ndarray) -> dict[str, np.ndarray]:
 def summarize(law: Law, point: FitResult, thetas: np.ndarray, level: float = 0.95) -> dict:
     samples = natural_samples(law, thetas)
     return {
-        p: {"estimate": point.params[p], "ci": list(interval(samples[p], level))}
+        p: {"estimate": point.params[p], "ci": percentile_interval(samples[p], level)}
         for p in law.params
     }
 

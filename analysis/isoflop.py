@@ -1,193 +1,334 @@
-"""IsoFLOP analysis (Chinchilla approach 2) and optimal sparsity.
+"""IsoFLOP analysis (Chinchilla approach 2) and the slope of the optimal loss vs sparsity.
 
-Per (budget, sparsity): a parabola of loss vs log N gives N*, L*; tokens D* at N* follow from
-the group's own (N, tokens) pairs (interpolated in log space). Intervals: refit the parabola on
-runs resampled with replacement within the group (groups of >= 4 distinct sizes; with 3 the
-parabola interpolates exactly and no interval is reported). Across budgets: N* ~ C^a, D* ~ C^b.
-Across sparsities: the slope of L* vs S per budget, and S* from a fitted law.
+Per (budget, sparsity) group: a parabola of loss vs log N gives N* and L*; D* follows from
+the group's own (N, tokens) pairs. A group is *bracketed* when its lowest observed loss (mean
+over seeds) is at an interior size, with higher losses on both sides; only bracketed groups
+feed what is read across groups: the slope of L* vs S per budget, and N* ~ C^a, D* ~ C^b per
+sparsity (which need >= 3 bracketed budgets).
+
+Intervals come from one parametric bootstrap of the whole design. The noise of a run's loss
+is estimated once: from replicate runs (seeds) where the design has them, else from the
+parabolas' residuals pooled over groups with more sizes than parameters (which also absorbs
+any misfit of the parabola, so it errs wide). Each replicate redraws every loss around its
+group's fitted parabola with that noise (its scale itself redrawn from its chi-square
+distribution, so few degrees of freedom give wide intervals), refits every group, and
+recomputes every L*, N*, slope and exponent from the same draw. A design with no replicates
+and no group of four or more sizes cannot estimate its noise: no interval is given, and the
+report says what would fix it. A replicate whose parabola opens downwards has no minimum: its
+N* is unbounded on the side the losses fall, and an interval reaching it says so.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
-from analysis.fit import interval
-from analysis.laws import Law
+from analysis.fit import percentile_interval, rng_for
+
+MIN_SIZES = 3
 
 
-def fit_parabola(logn: np.ndarray, loss: np.ndarray) -> tuple[float, float, np.ndarray] | None:
-    """(log N*, L*, coefficients) of loss = c2 x^2 + c1 x + c0, or None without a minimum."""
-    if len(np.unique(logn)) < 3:
-        return None
-    c2, c1, c0 = np.polyfit(logn, loss, 2)
-    if c2 <= 0:
-        return None
-    x = -c1 / (2 * c2)
-    return x, c0 - c1 * c1 / (4 * c2), np.array([c2, c1, c0])
+@dataclass
+class Noise:
+    sigma: float
+    df: int
+    source: str  # "replicates" | "residuals"
 
 
-def _interp_log(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
+@dataclass
+class Group:
+    budget: float  # the group's budget label (planner's convention)
+    C: float  # its budget under the chosen FLOPs convention
+    sparsity: float
+    runs: pd.DataFrame
+    x: np.ndarray = field(init=False)  # log N_total of each run
+    xa: np.ndarray = field(init=False)  # log N_active
+    y: np.ndarray = field(init=False)  # loss
+
+    def __post_init__(self):
+        self.x = np.log(self.runs["N_total"].to_numpy(float))
+        self.xa = np.log(self.runs["N_active"].to_numpy(float))
+
+    def set_loss(self, loss_col: str):
+        self.y = self.runs[loss_col].to_numpy(float)
+        return self
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.unique(self.x)
+
+    def size_means(self) -> tuple[np.ndarray, np.ndarray]:
+        xs = self.sizes
+        return xs, np.array([self.y[self.x == v].mean() for v in xs])
+
+
+def design_map(x: np.ndarray) -> np.ndarray:
+    """P with coef = P @ y for the least-squares parabola [c2, c1, c0] through (x, y)."""
+    X = np.column_stack([x**2, x, np.ones_like(x)])
+    return np.linalg.pinv(X)
+
+
+def fitted(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    return coef[..., 0, None] * x**2 + coef[..., 1, None] * x + coef[..., 2, None]
+
+
+def vertex(coef: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x*, L*) of parabolas coef (..., 3). Concave ones have no minimum: x* = +inf where the
+    losses fall towards large N, -inf otherwise, and L* is the lowest value on [lo, hi]."""
+    c2, c1, c0 = coef[..., 0], coef[..., 1], coef[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = -c1 / (2 * c2)
+        lstar = c0 - c1 * c1 / (4 * c2)
+    convex = c2 > 0
+    mid = (lo + hi) / 2
+    falling = 2 * c2 * mid + c1 < 0
+    edge = np.where(falling, hi, lo)
+    edge_value = c2 * edge**2 + c1 * edge + c0
+    return (
+        np.where(convex, x, np.where(falling, np.inf, -np.inf)),
+        np.where(convex, lstar, edge_value),
+    )
+
+
+def bracket(g: Group) -> tuple[bool, str | None]:
+    xs, means = g.size_means()
+    if len(xs) < MIN_SIZES:
+        return False, f"{len(xs)} size(s): a parabola needs {MIN_SIZES}"
+    best = int(np.argmin(means))
+    if best == 0:
+        return (
+            False,
+            "the smallest size has the lowest loss: the optimum lies below the sizes trained",
+        )
+    if best == len(xs) - 1:
+        return (
+            False,
+            "the largest size has the lowest loss: the optimum lies above the sizes trained",
+        )
+    return True, None
+
+
+def estimate_noise(groups: list[Group]) -> tuple[Noise | None, str | None]:
+    ss = df = 0.0
+    for g in groups:
+        for v in g.sizes:
+            cell = g.y[g.x == v]
+            if len(cell) > 1:
+                ss, df = ss + ((cell - cell.mean()) ** 2).sum(), df + len(cell) - 1
+    if df >= 1:
+        return Noise(float(np.sqrt(ss / df)), int(df), "replicates"), None
+    for g in groups:
+        if len(g.sizes) > MIN_SIZES:
+            resid = g.y - fitted(g.x, design_map(g.x) @ g.y)
+            ss, df = ss + (resid**2).sum(), df + len(g.y) - MIN_SIZES
+    if df >= 1:
+        return Noise(float(np.sqrt(ss / df)), int(df), "residuals"), None
+    return None, (
+        "no replicate runs (seeds) and no group with more than 3 sizes: the noise of "
+        "a loss cannot be estimated, so no interval is given; add a second seed at a "
+        "few points or a fourth size per group"
+    )
+
+
+def _interp_log(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """log-log interpolation of ys(xs) at x (linear extrapolation in logs outside)."""
     order = np.argsort(xs)
-    xs, ys = xs[order], np.log(ys[order])
-    if xs[0] <= x <= xs[-1]:
-        return float(np.exp(np.interp(x, xs, ys)))
-    line = np.polyfit(xs, ys, 1) if len(xs) > 1 else (0.0, ys[0])
-    return float(np.exp(np.polyval(line, x)))
+    xs, ly = xs[order], np.log(ys[order])
+    if len(np.unique(xs)) < 2:
+        return np.full(np.shape(x), float(np.exp(ly[0])))
+    slope, icpt = np.polyfit(xs, ly, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        inside = np.interp(x, xs, ly)
+        out = np.where((x >= xs[0]) & (x <= xs[-1]), inside, icpt + slope * x)
+        return np.exp(out)
 
 
-def isoflop_group(
-    g: pd.DataFrame,
-    n_col: str,
-    loss_col: str,
-    tokens_col: str,
+@dataclass
+class IsoflopResult:
+    groups: list[dict]
+    noise: Noise | None
+    no_interval_reason: str | None
+    slopes: dict
+    scaling: dict
+    skipped: str | None = None
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.groups)
+
+
+def _fit_all(groups, ys):
+    """Point fits of every group for losses ys (list of arrays, or (B, n) replicates)."""
+    out = []
+    for g, y in zip(groups, ys):
+        coef = (design_map(g.x) @ np.asarray(y).T).T
+        coef_a = (design_map(g.xa) @ np.asarray(y).T).T
+        x, lstar = vertex(coef, g.x.min(), g.x.max())
+        xa, _ = vertex(coef_a, g.xa.min(), g.xa.max())
+        with np.errstate(over="ignore"):
+            d = (
+                _interp_log(x, g.x, g.runs["tokens"].to_numpy(float))
+                if "tokens" in g.runs
+                else np.full(np.shape(x), np.nan)
+            )
+            out.append(
+                {
+                    "n_star": np.exp(x),
+                    "n_star_active": np.exp(xa),
+                    "loss_star": lstar,
+                    "d_star": d,
+                    "coef": coef,
+                    "coef_active": coef_a,
+                }
+            )
+    return out
+
+
+def _slope(s: np.ndarray, ls: np.ndarray) -> np.ndarray:
+    """OLS slope of ls (..., k) on s (k,)."""
+    sc = s - s.mean()
+    return (ls * sc).sum(-1) / (sc * sc).sum()
+
+
+def analyse(
+    design_df: pd.DataFrame,
+    loss: str,
+    all_runs: pd.DataFrame | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
-) -> dict | None:
-    logn = np.log(g[n_col].to_numpy(float))
-    loss = g[loss_col].to_numpy(float)
-    fit = fit_parabola(logn, loss)
-    if fit is None:
-        return None
-    x, lstar, coef = fit
-    d_star = _interp_log(x, logn, g[tokens_col].to_numpy(float))
-    out = {
-        "n_star": float(np.exp(x)),
-        "loss_star": float(lstar),
-        "d_star": d_star,
-        "coef": coef.tolist(),
-        "n_runs": len(g),
-        "bracketed": bool(logn.min() <= x <= logn.max()),
-    }
-    samples = []
-    if len(np.unique(logn)) >= 4:
-        rng = np.random.default_rng(seed)
-        for _ in range(n_boot):
-            idx = rng.integers(0, len(g), len(g))
-            f = fit_parabola(logn[idx], loss[idx])
-            if f is not None:
-                samples.append((np.exp(f[0]), f[1]))
-    if len(samples) >= max(10, n_boot // 10):
-        s = np.array(samples)
-        out["n_star_ci"], out["loss_star_ci"] = (
-            list(interval(s[:, 0], level)),
-            list(interval(s[:, 1], level)),
+) -> IsoflopResult:
+    groups = [
+        Group(b, float(g["C"].iloc[0]) if "C" in g else b, s, g.sort_values("N_total")).set_loss(
+            loss
         )
-        out["n_star_samples"], out["loss_star_samples"] = s[:, 0], s[:, 1]
-    return out
-
-
-def isoflop_table(
-    df: pd.DataFrame, loss_col="val_loss", budget_col="budget_flops", n_boot: int = 1000
-) -> pd.DataFrame:
-    """One row per (budget, sparsity): N*, N_active*, D*, L* with intervals where estimable."""
+        for (b, s), g in design_df.groupby(["budget_group", "sparsity"])
+    ]
+    groups = [g for g in groups if len(g.sizes) >= MIN_SIZES]
+    if not groups:
+        return IsoflopResult(
+            [],
+            None,
+            None,
+            {},
+            {},
+            skipped=f"no (budget, sparsity) group has {MIN_SIZES} or more sizes "
+            "(IsoFLOP curves need them)",
+        )
+    noise, why = estimate_noise(groups)
+    point = _fit_all(groups, [g.y for g in groups])
+    boot = None
+    if noise is not None:
+        rng = rng_for(seed)
+        scale = noise.sigma * np.sqrt(noise.df / rng.chisquare(noise.df, n_boot))
+        ys = [fitted(g.x, p["coef"]) for p, g in zip(point, groups)]
+        boot = _fit_all(
+            groups, [yh + rng.normal(size=(n_boot, len(yh))) * scale[:, None] for yh in ys]
+        )
     rows = []
-    for (c, s), g in df.groupby([budget_col, "sparsity"]):
-        row = {"budget": float(c), "sparsity": float(s), "n_runs": len(g)}
-        for label, col in (("", "params_total"), ("_active", "params_active")):
-            r = isoflop_group(g, col, loss_col, "tokens", n_boot)
-            if r is None:
-                continue
-            row[f"n_star{label}"] = r["n_star"]
-            row[f"n_star{label}_ci"] = r.get("n_star_ci")
-            row[f"coef{label}"] = r["coef"]
-            if label == "":  # L* and D* from the parabola in total parameters
-                row["loss_star"], row["loss_star_ci"] = r["loss_star"], r.get("loss_star_ci")
-                row["d_star"], row["bracketed"] = r["d_star"], r["bracketed"]
+    for i, (g, p) in enumerate(zip(groups, point)):
+        ok, reason = bracket(g)
+        xs, means = g.size_means()
+        row = {
+            "budget": g.budget,
+            "C": g.C,
+            "sparsity": g.sparsity,
+            "n_runs": len(g.y),
+            "sizes": len(xs),
+            "bracketed": ok,
+            "why_not_bracketed": reason,
+            "best_loss": float(means.min()),
+            "best_n": float(np.exp(xs[np.argmin(means)])),
+            "coef": p["coef"].tolist(),
+            "coef_active": p["coef_active"].tolist(),
+        }
+        for key in ("n_star", "n_star_active", "loss_star", "d_star"):
+            row[key] = float(p[key])
+            row[f"{key}_ci"] = _interval(key, boot[i][key], level) if boot else None
+        if all_runs is not None:
+            row["failed"] = _failed_in(all_runs, g, loss)
         rows.append(row)
-    return pd.DataFrame(rows)
+    keep = [i for i, r in enumerate(rows) if r["bracketed"]]
+    return IsoflopResult(
+        rows,
+        noise,
+        why,
+        _slopes(rows, keep, point, boot, level),
+        _scaling(rows, keep, point, boot, level),
+    )
 
 
-def power_law(x: np.ndarray, y: np.ndarray) -> dict:
-    """y = k x^a fitted in log space; bootstrap interval on a over the points."""
-    lx, ly = np.log(x), np.log(y)
-    a, logk = np.polyfit(lx, ly, 1)
-    out = {"exponent": float(a), "coefficient": float(np.exp(logk)), "n": len(x)}
-    if len(x) >= 3:
-        rng = np.random.default_rng(0)
-        boots = []
-        for _ in range(1000):
-            idx = rng.integers(0, len(x), len(x))
-            if len(np.unique(lx[idx])) >= 2:
-                boots.append(np.polyfit(lx[idx], ly[idx], 1)[0])
-        out["exponent_ci"] = list(interval(np.array(boots)))
+def _interval(key: str, samples: np.ndarray, level: float) -> list | None:
+    """Sizes and token counts are positive: their intervals are taken in logs, so a replicate
+    with no minimum (N* -> 0 or inf) reads as unbounded rather than as a bound of 0."""
+    if key == "loss_star":
+        return percentile_interval(samples, level)
+    with np.errstate(divide="ignore"):
+        ci = percentile_interval(np.log(samples), level)
+    return [None if v is None else float(np.exp(v)) for v in ci] if ci else None
+
+
+def _failed_in(all_runs: pd.DataFrame, g: Group, loss: str) -> list[dict]:
+    same = all_runs[(all_runs["budget_group"] == g.budget) & (all_runs["sparsity"] == g.sparsity)]
+    bad = same[(same.get("status", "done") != "done") | same[loss].isna()]
+    return [
+        {
+            "run_id": str(r.get("run_id", "?")),
+            "N_total": float(r["N_total"]),
+            "status": str(r.get("status", "?")),
+            "reason": str(r.get("reason", "")),
+        }
+        for _, r in bad.iterrows()
+    ]
+
+
+def _slopes(rows, keep, point, boot, level) -> dict:
+    out = {}
+    for b in sorted({rows[i]["budget"] for i in range(len(rows))}):
+        idx = [i for i in keep if rows[i]["budget"] == b]
+        excluded = [
+            rows[i]["sparsity"]
+            for i in range(len(rows))
+            if rows[i]["budget"] == b and i not in keep
+        ]
+        s = np.array([rows[i]["sparsity"] for i in idx])
+        entry = {"sparsities": s.tolist(), "excluded_sparsities": excluded}
+        if len(np.unique(s)) < 2:
+            entry["reason"] = "fewer than 2 bracketed sparsity levels at this budget"
+        else:
+            entry["slope"] = float(_slope(s, np.array([point[i]["loss_star"] for i in idx])))
+            entry["slope_ci"] = (
+                percentile_interval(
+                    _slope(s, np.stack([boot[i]["loss_star"] for i in idx], axis=-1)), level
+                )
+                if boot
+                else None
+            )
+        out[f"{b:.4g}"] = entry
     return out
 
 
-def optimal_size_scaling(iso: pd.DataFrame) -> dict:
-    """Per sparsity: N* ~ C^a and D* ~ C^b across budgets (needs >= 2 budgets)."""
+def _scaling(rows, keep, point, boot, level) -> dict:
+    """Per sparsity: exponents of N*, N*_active and D* in C over bracketed budgets."""
     out = {}
-    for s, g in iso.dropna(subset=["n_star"]).groupby("sparsity"):
-        if g["budget"].nunique() >= 2:
-            out[f"{s:.4f}"] = {
-                "n_star": power_law(g["budget"].values, g["n_star"].values),
-                "d_star": power_law(g["budget"].values, g["d_star"].values),
-            }
-    return out
-
-
-def loss_star_vs_sparsity(iso: pd.DataFrame) -> dict:
-    """Per budget: slope of L* vs S (negative: sparser is better at fixed compute)."""
-    out = {}
-    for c, g in iso.dropna(subset=["loss_star"]).groupby("budget"):
-        if g["sparsity"].nunique() < 2:
+    for s in sorted({r["sparsity"] for r in rows}):
+        idx = [i for i in keep if rows[i]["sparsity"] == s]
+        entry = {"budgets": [rows[i]["C"] for i in idx]}
+        if len(idx) < 3:
+            entry["reason"] = f"{len(idx)} bracketed budget(s); an exponent needs 3"
+            out[f"{s:.4f}"] = entry
             continue
-        s, ls = g["sparsity"].to_numpy(float), g["loss_star"].to_numpy(float)
-        slope = float(np.polyfit(s, ls, 1)[0])
-        entry = {"slope": slope, "n": len(g)}
-        if len(g) >= 3:
-            rng = np.random.default_rng(0)
-            boots = [
-                np.polyfit(s[i], ls[i], 1)[0]
-                for i in (rng.integers(0, len(s), len(s)) for _ in range(1000))
-                if len(np.unique(s[i])) >= 2
-            ]
-            entry["slope_ci"] = list(interval(np.array(boots)))
-        out[f"{c:.4g}"] = entry
+        lc = np.log([rows[i]["C"] for i in idx])
+        for key in ("n_star", "n_star_active", "d_star"):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                est = _slope(lc, np.log([point[i][key] for i in idx]))
+                reps = (
+                    _slope(lc, np.log(np.stack([boot[i][key] for i in idx], -1))) if boot else None
+                )
+            entry[key] = {
+                "exponent": float(est),
+                "ci": percentile_interval(reps, level) if boot else None,
+            }
+        out[f"{s:.4f}"] = entry
     return out
-
-
-def flops_model(df: pd.DataFrame, n_col: str) -> np.ndarray:
-    """log(flops_per_token) ~ k0 + k1 log N + k2 log(1-S), fitted on the table itself, so the
-    law can turn (N, S, C) into D = C / flops_per_token without importing the model code."""
-    A = np.column_stack([np.ones(len(df)), np.log(df[n_col]), np.log1p(-df["sparsity"])])
-    coef, *_ = np.linalg.lstsq(A, np.log(df["flops_per_token"]), rcond=None)
-    return coef
-
-
-def tokens_for(budget: float, n: np.ndarray, s: np.ndarray, fcoef: np.ndarray) -> np.ndarray:
-    fpt = np.exp(fcoef[0] + fcoef[1] * np.log(n) + fcoef[2] * np.log1p(-s))
-    return budget / fpt
-
-
-def law_optimum(
-    law: Law,
-    theta: np.ndarray,
-    fcoef: np.ndarray,
-    budget: float,
-    n: float | None = None,
-    s: float | None = None,
-    n_range=(1e3, 1e13),
-    s_max: float = 0.99,
-) -> dict:
-    """Minimise the fitted law at a budget over S (N fixed), N (S fixed), or both."""
-    ns = np.array([n]) if n is not None else np.exp(np.linspace(*np.log(n_range), 400))
-    ss = np.array([s]) if s is not None else np.linspace(0.0, s_max, 199)
-    Ng, Sg = np.meshgrid(ns, ss, indexing="ij")
-    Dg = tokens_for(budget, Ng, Sg, fcoef)
-    data = {
-        "N": Ng.ravel(),
-        "D": Dg.ravel(),
-        "S": Sg.ravel(),
-        "E": 1.0 / np.maximum(1 - Sg.ravel(), 1e-6),
-    }  # E = 1/(1-S) at K = 1
-    loss = law.predict(theta, data).reshape(Ng.shape)
-    i, j = np.unravel_index(np.argmin(loss), loss.shape)
-    return {
-        "n": float(Ng[i, j]),
-        "s": float(Sg[i, j]),
-        "d": float(Dg[i, j]),
-        "loss": float(loss[i, j]),
-        "at_edge": bool((n is None and i in (0, len(ns) - 1)) or (s is None and j == len(ss) - 1)),
-    }

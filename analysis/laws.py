@@ -2,28 +2,38 @@
 
 Each law's log-prediction is ``log L = logsumexp_k(X_k @ theta)``: each additive term's log is
 linear in the fit parameters theta (log-coefficients and exponents), given the data. So a law
-is just its parameter names and a design tensor X of shape (terms, rows, params); the Huber fit,
-its analytic gradient and the bootstrap are law-agnostic (analysis/fit.py).
+is its parameter names, their bounds, a start grid and a design tensor X of shape (terms,
+rows, params); the Huber fit, its analytic gradient and the bootstrap are law-agnostic
+(analysis/fit.py).
 
-Columns a law reads (named by the caller, see ``Columns``): N (parameters: total or active,
-with or without embeddings, the caller's choice), D (training tokens), S (sparsity 1 - K/E),
-E (experts, for the joint MoE law).
+Which N each law reads is part of the law (``n_kind``): the Apple law's N is total parameters
+(its (1-S) terms turn it into active ones), Chinchilla's and the joint MoE law's N is active
+parameters, all under the report's one N convention. The joint MoE law's E is the expansion
+E/K = 1/(1-S) (total over active expert parameters, granularity cancelling) in the fit and in
+the optimiser alike.
+
+``requirements`` say what a design must contain before a law is identifiable from it; a law
+fitted on less would return numbers its data cannot carry (analysis/study.py refuses).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
+
+E_ = np.exp
+BIG = E_(30.0)  # upper bound of every coefficient
 
 
 @dataclass
 class Columns:
-    N: str = "params_active"
+    N: str = "N_active"  # filled per law from the N convention unless --N is given
     D: str = "tokens"
     S: str = "sparsity"
-    E: str = "num_experts"
+    E: str = "expansion"  # E/K = 1/(1 - S), added by the report
     loss: str = "val_loss"
     budget: str = "budget_flops"
 
@@ -37,7 +47,9 @@ class Law:
     needs: list[str]  # Columns fields the law reads
     design: Callable[[dict], np.ndarray]  # data -> X (terms, rows, len(params))
     init_grid: dict[str, list[float]]  # starting values per natural parameter
-    default_N: str = "params_active"
+    bounds: dict[str, tuple[float, float]]  # natural units
+    n_kind: str  # "total" or "active"
+    requirements: dict = field(default_factory=dict)  # levels of S / E, budgets, runs
     constants: dict = field(default_factory=dict)
 
     def to_natural(self, theta: np.ndarray) -> dict[str, float]:
@@ -51,6 +63,13 @@ class Law:
         return np.array(
             [np.log(natural[p]) if p in self.log_coefficients else natural[p] for p in self.params]
         )
+
+    def theta_bounds(self) -> list[tuple[float, float]]:
+        out = []
+        for p in self.params:
+            lo, hi = self.bounds[p]
+            out.append((np.log(lo), np.log(hi)) if p in self.log_coefficients else (lo, hi))
+        return out
 
     def predict(self, theta: np.ndarray, data: dict) -> np.ndarray:
         X = self.design(data)
@@ -85,14 +104,23 @@ CHINCHILLA = Law(
     log_coefficients=["A", "B", "E"],
     needs=["N", "D"],
     design=_chinchilla_design,
+    # Hoffmann et al. (App. D): log A, log B in {0..25}, log E in {-1..1.5}, alpha, beta in {0..2}
     init_grid={
-        "A": [np.exp(v) for v in (0, 5, 10, 15)],
-        "B": [np.exp(v) for v in (0, 5, 10, 15)],
-        "E": [np.exp(v) for v in (-1, -0.5, 0, 0.5)],
-        "alpha": [0.0, 0.5, 1.0, 1.5],
-        "beta": [0.0, 0.5, 1.0, 1.5],
+        "A": [E_(v) for v in (0, 5, 10, 15, 20, 25)],
+        "B": [E_(v) for v in (0, 5, 10, 15, 20, 25)],
+        "E": [E_(v) for v in (-1, -0.5, 0, 0.5, 1, 1.5)],
+        "alpha": [0.0, 0.5, 1.0, 1.5, 2.0],
+        "beta": [0.0, 0.5, 1.0, 1.5, 2.0],
     },
-    default_N="params_active",
+    bounds={
+        "A": (1e-6, BIG),
+        "B": (1e-6, BIG),
+        "E": (1e-3, 50.0),
+        "alpha": (0.0, 3.0),
+        "beta": (0.0, 3.0),
+    },
+    n_kind="active",
+    requirements={"budgets": 3},
 )
 
 
@@ -123,30 +151,46 @@ APPLE = Law(
     needs=["N", "D", "S"],
     design=_apple_design,
     init_grid={
-        "a": [np.exp(v) for v in (0, 5, 10)],
-        "b": [np.exp(v) for v in (0, 5, 10)],
-        "c": [np.exp(v) for v in (-3, -1)],
-        "d": [np.exp(v) for v in (0, 5)],
-        "e": [np.exp(v) for v in (-1, 0, 0.5)],
+        "a": [E_(v) for v in (0, 5, 10)],
+        "b": [E_(v) for v in (0, 5, 10)],
+        "c": [E_(v) for v in (-3, -1)],
+        "d": [E_(v) for v in (0, 5)],
+        "e": [E_(v) for v in (-1, 0, 0.5)],
         "alpha": [0.2, 0.6],
         "beta": [0.2, 0.6],
         "gamma": [0.2, 0.6],
         "delta": [-0.5, 0.5],
         "lambda": [-0.5, 0.5],
     },
-    default_N="params_total",
+    bounds={
+        "a": (1e-6, BIG),
+        "b": (1e-6, BIG),
+        "c": (1e-8, BIG),
+        "d": (1e-8, BIG),
+        "e": (1e-3, 50.0),
+        "alpha": (0.0, 3.0),
+        "beta": (0.0, 3.0),
+        "gamma": (0.0, 3.0),
+        "delta": (-3.0, 3.0),
+        "lambda": (-3.0, 3.0),
+    },
+    n_kind="total",
+    # Four of its ten parameters describe S; Abnar et al. fit it on 5+ sparsity levels and
+    # held the highest out, which must leave enough levels to fit on.
+    requirements={"levels": ("S", 5), "holdout_levels": 4, "budgets": 2},
 )
 
 
 # --- Joint MoE law (Ludziejewski et al. 2025) -----------------------------------------------
 # L = a Ê^delta N^(alpha + gamma ln Ê) + b Ê^omega D^(beta + zeta ln Ê) + c, N = active params,
 # Ê the saturating transform of E (Clark et al. 2022) with constants E_start and E_max.
-def saturating_experts(E: np.ndarray, E_start: float = 1.0, E_max: float = 1e9) -> np.ndarray:
+def saturating_experts(E: np.ndarray, E_start: float, E_max: float) -> np.ndarray:
     E = np.asarray(E, dtype=float)
-    return 1.0 / (1.0 / (E - 1.0 + 1.0 / (1.0 / E_start - 1.0 / E_max)) + 1.0 / E_max)
+    inv_max = 0.0 if np.isinf(E_max) else 1.0 / E_max
+    return 1.0 / (1.0 / (E - 1.0 + 1.0 / (1.0 / E_start - inv_max)) + inv_max)
 
 
-def _joint_design(data: dict, E_start: float = 1.0, E_max: float = 1e9) -> np.ndarray:
+def _joint_design(data: dict, E_start: float, E_max: float) -> np.ndarray:
     lN, lD = _logs(data, "N", "D")
     lE = np.log(saturating_experts(data["E"], E_start, E_max))
     # theta = [log a, log b, log c, alpha, beta, gamma, delta, omega, zeta]
@@ -167,11 +211,11 @@ JOINT_MOE = Law(
     params=["a", "b", "c", "alpha", "beta", "gamma", "delta", "omega", "zeta"],
     log_coefficients=["a", "b", "c"],
     needs=["N", "D", "E"],
-    design=_joint_design,
+    design=partial(_joint_design, E_start=1.0, E_max=np.inf),
     init_grid={
-        "a": [np.exp(v) for v in (0, 5, 10)],
-        "b": [np.exp(v) for v in (0, 5, 10)],
-        "c": [np.exp(v) for v in (-1, 0, 0.5)],
+        "a": [E_(v) for v in (0, 5, 10)],
+        "b": [E_(v) for v in (0, 5, 10)],
+        "c": [E_(v) for v in (-1, 0, 0.5)],
         "alpha": [-0.6, -0.2],
         "beta": [-0.6, -0.2],
         "gamma": [0.0],
@@ -179,9 +223,33 @@ JOINT_MOE = Law(
         "omega": [0.0],
         "zeta": [0.0, 0.02],
     },
-    default_N="params_active",
-    constants={"E_start": 1.0, "E_max": 1e9},
+    bounds={
+        "a": (1e-6, BIG),
+        "b": (1e-6, BIG),
+        "c": (1e-3, 50.0),
+        "alpha": (-3.0, 0.0),
+        "beta": (-3.0, 0.0),
+        "gamma": (-1.0, 1.0),
+        "delta": (-3.0, 3.0),
+        "omega": (-3.0, 3.0),
+        "zeta": (-1.0, 1.0),
+    },
+    n_kind="active",
+    requirements={"levels": ("E", 4), "budgets": 2},
+    constants={"E_start": 1.0, "E_max": float("inf")},
 )
+# Ê's constants are profiled over this grid (the fit with the lowest objective is kept); the
+# identity transform (E_start = 1, E_max = inf) is one of its points.
+JOINT_CONSTANTS = [(s, m) for s in (1.0, 1.5, 2.0, 3.0) for m in (8.0, 32.0, 128.0, np.inf)]
+
+
+def joint_moe(E_start: float, E_max: float) -> Law:
+    return replace(
+        JOINT_MOE,
+        design=partial(_joint_design, E_start=E_start, E_max=E_max),
+        constants={"E_start": E_start, "E_max": E_max},
+    )
+
 
 LAWS = {law.name: law for law in (CHINCHILLA, APPLE, JOINT_MOE)}
 

@@ -1,6 +1,12 @@
-"""A table -> law fits with intervals, held-out errors and the optima they imply.
+"""A table -> law fits with intervals, held-out errors, warnings and the optima they imply.
 
-Used by both the report and the comparison CLI, so both read the same numbers.
+A law is fitted only when the design can constrain it (``identifiability``): enough runs,
+budgets and sparsity/expert levels for its parameters; otherwise the report says it is not
+identifiable from these runs and what runs would fix that. A fitted law is flagged when a
+parameter ends on a bound of its search, when an interval spans orders of magnitude, or when
+its held-out error is far above its in-sample error. Optima are searched only inside the
+trained sparsity range; an optimum at the edge of that range is flagged (the law says
+"sparser", which these runs cannot confirm).
 """
 
 from __future__ import annotations
@@ -10,47 +16,145 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from analysis.fit import bootstrap, fit_law, interval, natural_samples, prediction_errors, summarize
-from analysis.isoflop import flops_model, law_optimum
-from analysis.laws import LAWS, Columns, Law, law_data
+from analysis.fit import (
+    bootstrap,
+    fit_law,
+    natural_samples,
+    percentile_interval,
+    prediction_errors,
+    summarize,
+)
+from analysis.flops import Family, six_n_flops
+from analysis.laws import JOINT_CONSTANTS, LAWS, Columns, Law, joint_moe, law_data
+
+HOLDOUT_RATIO = 3.0  # held-out error this many times the in-sample error is flagged
+WIDE_LOG10 = 2.0  # a coefficient interval wider than 100x is flagged
+WIDE_EXPONENT = 1.0  # an exponent interval wider than this is flagged
+OPTIMA_BOOT = 200  # bootstrap fits used for an optimum's interval
+
+
+@dataclass
+class NotIdentifiable:
+    law: str
+    reasons: list[str]
+    fixes: list[str]
+
+    def to_json(self) -> dict:
+        return {"identifiable": False, "reasons": self.reasons, "fixes": self.fixes}
+
+
+def identifiability(df: pd.DataFrame, law: Law, cols: Columns) -> NotIdentifiable | None:
+    reasons, fixes = [], []
+    k = len(law.params)
+    if len(df) < 2 * k:
+        reasons.append(f"{len(df)} runs for {k} parameters")
+        fixes.append(f"at least {2 * k} finished runs")
+    need = law.requirements.get("budgets")
+    if need and "budget_group" in df and df["budget_group"].notna().all():
+        have = df["budget_group"].nunique()
+        if have < need:
+            reasons.append(f"{have} budget(s): N and D move together along one IsoFLOP line")
+            fixes.append(f"runs at {need} or more budgets")
+    elif need and cols.D in df:
+        r = np.corrcoef(np.log(df[cols.N]), np.log(df[cols.D]))[0, 1] if len(df) > 2 else 1
+        if abs(r) > 0.98:
+            reasons.append(f"log N and log D are collinear (r = {r:.3f})")
+            fixes.append("runs that vary N and D independently")
+    if "levels" in law.requirements:
+        sym, n = law.requirements["levels"]
+        have = df[getattr(cols, sym)].nunique() if getattr(cols, sym) in df else 1
+        if have < n:
+            what = "sparsity" if sym == "S" else "expert-count"
+            reasons.append(
+                f"{have} {what} level(s) for a law with {_s_params(law)} "
+                f"{what}-dependent parameters"
+            )
+            fixes.append(
+                f"runs at {n} or more {what} levels (e.g. S in {{0, 0.5, 0.75, 0.875, 0.9375}})"
+            )
+    return NotIdentifiable(law.name, reasons, fixes) if reasons else None
+
+
+def _s_params(law: Law) -> int:
+    return {"apple": 4, "joint_moe": 4}.get(law.name, 0)
 
 
 @dataclass
 class LawStudy:
     law: Law
+    label: str  # law name, with the subset it was fitted on
     columns: Columns
     theta: np.ndarray
     thetas: np.ndarray  # bootstrap thetas
+    other_basin: float
     params: dict  # name -> {estimate, ci}
     fit_errors: dict
     holdout: dict | None
+    flags: list[str]
     data: dict
     loss: np.ndarray
     held_out_mask: np.ndarray
-    fcoef: np.ndarray | None  # flops-per-token model for optima (needs flops_per_token column)
+    family: Family | None  # exact FLOPs of the table's family, for optima
+    sparsity: np.ndarray  # S of each fitted run
 
     def to_json(self) -> dict:
         return {
+            "identifiable": True,
             "formula": self.law.formula,
             "columns": asdict(self.columns),
+            "n_kind": self.law.n_kind,
             "constants": self.law.constants,
             "params": self.params,
             "fit_errors": self.fit_errors,
             "holdout": self.holdout,
+            "flags": self.flags,
             "n_bootstrap": len(self.thetas),
+            "bootstrap_other_basin_fraction": self.other_basin,
+            "trained_sparsity_range": list(self.s_range),
         }
 
+    @property
+    def s_range(self) -> tuple[float, float]:
+        return float(self.sparsity.min()), float(self.sparsity.max())
 
-def columns_for(law: Law, cols: Columns, n_given: bool) -> Columns:
-    return cols if n_given else replace(cols, N=law.default_N)
 
-
-def holdout_mask(df: pd.DataFrame, cols: Columns) -> tuple[np.ndarray, str | None]:
-    """Hold out the highest sparsity (as Abnar et al. did) when there are several."""
-    if cols.S not in df.columns or df[cols.S].nunique() < 3:
+def holdout_mask(df: pd.DataFrame, law: Law, cols: Columns) -> tuple[np.ndarray, str | None]:
+    """Hold out the highest sparsity (as Abnar et al. did), when enough levels remain."""
+    need = law.requirements.get("holdout_levels")
+    if cols.S not in df or not need or df[cols.S].nunique() - 1 < need:
         return np.zeros(len(df), bool), None
     top = df[cols.S].max()
     return (df[cols.S] == top).to_numpy(), f"{cols.S} == {top:.4g} (highest sparsity)"
+
+
+def _flags(law: Law, fit, summary: dict, errors: dict, holdout: dict | None) -> list[str]:
+    flags = [f"{p} ended on the bound of its search ({law.bounds[p]})" for p in fit.at_bounds]
+    for p, v in summary.items():
+        lo, hi = v["ci"] or (None, None)
+        if lo is None or hi is None:
+            flags.append(f"{p}: interval unbounded")
+        elif p in law.log_coefficients and lo > 0 and np.log10(hi / lo) > WIDE_LOG10:
+            flags.append(f"{p}: interval spans {np.log10(hi / lo):.1f} orders of magnitude")
+        elif p not in law.log_coefficients and hi - lo > WIDE_EXPONENT:
+            flags.append(f"{p}: interval [{lo:.3g}, {hi:.3g}] is wider than {WIDE_EXPONENT}")
+    if holdout:
+        inside, out = errors["mean_abs_rel_error"], holdout["held_out"]["mean_abs_rel_error"]
+        if out > HOLDOUT_RATIO * inside and out > 0.005:
+            flags.append(
+                f"held-out error {100 * out:.2f}% is {out / max(inside, 1e-12):.0f}x the "
+                f"in-sample {100 * inside:.2f}%: the law does not extrapolate in S"
+            )
+    return flags
+
+
+def _profile_joint(data, loss, max_inits) -> Law:
+    """Ê's constants by profile: the (E_start, E_max) of the grid whose fit is best."""
+    fits = [
+        (fit_law(joint_moe(s, m), data, loss, max_inits=max_inits // 4).loss, s, m)
+        for s, m in JOINT_CONSTANTS
+    ]
+    _, s, m = min(fits)
+    return joint_moe(s, m)
 
 
 def study_law(
@@ -61,20 +165,38 @@ def study_law(
     n_boot: int = 1000,
     max_inits: int = 512,
     workers: int | None = None,
-) -> LawStudy:
+    seed: int = 0,
+    label: str | None = None,
+    n_convention: str = "non_embedding",
+    flops_convention: str = "ours",
+) -> LawStudy | NotIdentifiable:
     law = LAWS[law_name]
-    cols = columns_for(law, cols, n_given)
+    if not n_given:
+        cols = replace(cols, N="N_total" if law.n_kind == "total" else "N_active")
+    missing = [getattr(cols, s) for s in law.needs if s != "S" and getattr(cols, s) not in df]
+    if missing:
+        return NotIdentifiable(
+            law.name,
+            [f"the table has no column(s) {missing}"],
+            ["name the columns with --N/--D/--E"],
+        )
+    blocked = identifiability(df, law, cols)
+    if blocked:
+        return blocked
     data = law_data(df, law, cols)
     loss = df[cols.loss].to_numpy(float)
-    if len(loss) <= len(law.params):
-        raise ValueError(f"{law.name}: {len(loss)} runs cannot fit {len(law.params)} parameters")
-    point = fit_law(law, data, loss, max_inits=max_inits)
-    thetas = bootstrap(law, data, loss, point, n_boot=n_boot, workers=workers)
-    mask, rule = holdout_mask(df, cols)
+    if law.name == "joint_moe":
+        law = _profile_joint(data, loss, max_inits)
+    point = fit_law(law, data, loss, max_inits=max_inits, seed=seed)
+    thetas, other = bootstrap(law, data, loss, point, n_boot=n_boot, workers=workers, seed=seed)
+    summary = summarize(law, point, thetas)
+    errors = prediction_errors(law, point.theta, data, loss)
+    mask, rule = holdout_mask(df, law, cols)
     holdout = None
-    if rule and (~mask).sum() > len(law.params):
-        sub = {k: v[~mask] for k, v in data.items()}
-        part = fit_law(law, sub, loss[~mask], max_inits=max_inits)
+    if rule:
+        part = fit_law(
+            law, {k: v[~mask] for k, v in data.items()}, loss[~mask], max_inits=max_inits, seed=seed
+        )
         holdout = {
             "rule": rule,
             "fit_n": int((~mask).sum()),
@@ -83,64 +205,113 @@ def study_law(
             ),
             "params": part.params,
         }
-    fcoef = flops_model(df, cols.N) if {"flops_per_token", "sparsity"} <= set(df.columns) else None
+    family = (
+        Family.from_table(df, n_convention == "non_embedding", flops_convention)
+        if not n_given
+        else None
+    )
+    s = df[cols.S].to_numpy(float) if cols.S in df else np.zeros(len(df))
     return LawStudy(
         law,
+        label or law.name,
         cols,
         point.theta,
         thetas,
-        summarize(law, point, thetas),
-        prediction_errors(law, point.theta, data, loss),
+        other,
+        summary,
+        errors,
         holdout,
+        _flags(law, point, summary, errors, holdout),
         data,
         loss,
         mask,
-        fcoef,
+        family,
+        s,
     )
 
 
-def _sparsity_aware(law: Law) -> bool:
-    return bool({"S", "E"} & set(law.needs))  # E enters as 1/(1-S) at K = 1
+def _fpt(st: LawStudy, n: np.ndarray, s: float) -> np.ndarray:
+    if st.family is None:  # no architecture columns: 6 x N (active), said in the report
+        return six_n_flops(n if st.law.n_kind == "active" else n * (1 - s))
+    return st.family.flops_per_token(n, s, st.law.n_kind)
+
+
+def law_optimum(
+    st: LawStudy,
+    theta: np.ndarray,
+    budget: float,
+    n: float | None = None,
+    s: float | None = None,
+    n_points: int = 200,
+    s_points: int = 41,
+) -> dict:
+    """Minimise the fitted law at a budget over S inside the trained range (N fixed), N (S
+    fixed), or both. D = C / flops_per_token(N, S) of the table's own model family."""
+    n_lo = st.data["N"].min() / 30
+    n_hi = st.data["N"].max() * 30
+    ns = (
+        np.array([n])
+        if n is not None
+        else np.exp(np.linspace(np.log(n_lo), np.log(n_hi), n_points))
+    )
+    lo, hi = st.s_range
+    ss = np.array([s]) if s is not None else np.linspace(lo, hi, s_points)
+    best = None
+    for sv in ss:
+        d = budget / _fpt(st, ns, sv)
+        data = {"N": ns, "D": d, "S": np.full(len(ns), sv), "E": np.full(len(ns), 1 / (1 - sv))}
+        loss = st.law.predict(theta, data)
+        j = int(np.argmin(loss))
+        if best is None or loss[j] < best["loss"]:
+            best = {
+                "n": float(ns[j]),
+                "s": float(sv),
+                "d": float(d[j]),
+                "loss": float(loss[j]),
+                "n_at_edge": n is None and j in (0, len(ns) - 1),
+            }
+    best["s_at_upper_edge"] = s is None and hi > lo and best["s"] >= hi - 1e-12
+    return best
 
 
 def law_optima(
-    st: LawStudy, budgets: list[float], n_fixed: dict[float, float], sparsities: list[float]
+    st: LawStudy, budgets: list[float], n_fixed: dict[float, float], level: float = 0.95
 ) -> dict:
-    """Optima the fitted law implies at each budget, with bootstrap intervals:
-    S* at a fixed total N (the IsoFLOP N* where known), N* at each sparsity, and the joint
-    optimum (flagged when it sits at the edge of the search range)."""
-    if st.fcoef is None:
-        return {}
+    """Per budget: the joint optimum (N, S) inside the trained S range; S* at the IsoFLOP N*
+    (the law's own kind of N); N* at each trained sparsity; with bootstrap intervals."""
+    sparse = bool({"S", "E"} & set(st.law.needs)) and st.s_range[1] > st.s_range[0]
+    boots = st.thetas[:OPTIMA_BOOT]
     out = {}
     for c in budgets:
-        # a law without sparsity has nothing to say about S: search N at S = 0 only
-        s_fixed = None if _sparsity_aware(st.law) else 0.0
-        entry = {"joint": law_optimum(st.law, st.theta, st.fcoef, c, s=s_fixed)}
+        entry = {"joint": law_optimum(st, st.theta, c, s=None if sparse else st.s_range[0])}
         n = n_fixed.get(c)
-        if n and _sparsity_aware(st.law):
-            best = law_optimum(st.law, st.theta, st.fcoef, c, n=n)["s"]
-            boots = [law_optimum(st.law, t, st.fcoef, c, n=n)["s"] for t in st.thetas]
-            entry["s_star_at_n"] = {"n": n, "s_star": best, "ci": list(interval(np.array(boots)))}
+        if n and sparse:
+            best = law_optimum(st, st.theta, c, n=n)
+            reps = [law_optimum(st, t, c, n=n)["s"] for t in boots]
+            entry["s_star_at_n"] = {
+                "n": n,
+                "s_star": best["s"],
+                "at_upper_edge": best["s_at_upper_edge"],
+                "ci": percentile_interval(reps, level),
+            }
         entry["n_star_at_s"] = {}
-        for s in sparsities:
-            best = law_optimum(st.law, st.theta, st.fcoef, c, s=s)["n"]
-            boots = [law_optimum(st.law, t, st.fcoef, c, s=s)["n"] for t in st.thetas[:200]]
+        levels = sorted(set(np.round(st.sparsity, 6)))
+        for s in levels:
+            best = law_optimum(st, st.theta, c, s=s)["n"]
+            reps = [law_optimum(st, t, c, s=s)["n"] for t in boots]
             entry["n_star_at_s"][f"{s:.4f}"] = {
                 "n_star": best,
-                "ci": list(interval(np.array(boots))),
+                "ci": percentile_interval(reps, level),
             }
         out[f"{c:.4g}"] = entry
     return out
 
 
 def s_star_curves(st: LawStudy, budgets: list[float], n_grid: np.ndarray) -> dict:
-    if st.fcoef is None or not _sparsity_aware(st.law):
+    if not ({"S", "E"} & set(st.law.needs)) or st.s_range[1] <= st.s_range[0]:
         return {}
     return {
-        c: (
-            n_grid,
-            np.array([law_optimum(st.law, st.theta, st.fcoef, c, n=n)["s"] for n in n_grid]),
-        )
+        c: (n_grid, np.array([law_optimum(st, st.theta, c, n=n)["s"] for n in n_grid]))
         for c in budgets
     }
 

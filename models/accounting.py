@@ -1,4 +1,4 @@
-"""Parameter and FLOP accounting from a ModelConfig alone (no model is built).
+"""Parameter and FLOP accounting from a model's shape alone (no model is built, no torch).
 
 Counting convention (the one every fitted law in this project uses):
 
@@ -14,6 +14,9 @@ Counting convention (the one every fitted law in this project uses):
   n_ctx * d_attn per forward, times 3); the third is the unembedding matmul (the embedding
   lookup costs no FLOPs). Norm and softmax FLOPs are ignored. A budget C buys
   ``tokens = C / flops_per_token``.
+
+``shape_counts`` is the arithmetic itself on plain numbers, so the analysis can evaluate it for
+continuous widths and expert counts (E = K / (1 - S)) when it optimises a fitted law.
 """
 
 from __future__ import annotations
@@ -27,46 +30,104 @@ FLOPS_CONVENTION = (
 )
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A model's dimensions as numbers (floats allowed: E and d_model may be continuous)."""
+
+    d_model: float
+    n_layers: float
+    d_ff: float  # one expert's hidden size at granularity 1
+    seq_len: float
+    vocab_size: float
+    num_experts: float = 1  # E
+    top_k: float = 1  # K
+    granularity: float = 1  # G
+    num_shared_experts: float = 0
+    glu: bool = True
+    tie_embeddings: bool = False
+    qk_norm_params: float = 0  # 2 * head_dim when QK-norm is on
+
+    @property
+    def dense(self) -> bool:
+        return (
+            self.num_experts == 1
+            and self.top_k == 1
+            and self.granularity == 1
+            and self.num_shared_experts == 0
+        )
+
+
+def shape_of(cfg: ModelConfig) -> Shape:
+    m = cfg.moe
+    return Shape(
+        cfg.d_model,
+        cfg.n_layers,
+        cfg.d_ff,
+        cfg.seq_len,
+        cfg.vocab_size,
+        m.num_experts,
+        m.top_k,
+        m.granularity,
+        m.num_shared_experts,
+        m.expert_type == "glu",
+        cfg.tie_embeddings,
+        2 * cfg.head_dim if cfg.qk_norm else 0,
+    )
+
+
+def shape_counts(s: Shape) -> dict[str, float]:
+    """params_total, params_active, params_embedding, params_active_non_embedding,
+    flops_per_token of a shape (the convention above)."""
+    expert = (3 if s.glu else 2) * s.d_model * s.d_ff / s.granularity  # one routed expert
+    attention = 4 * s.d_model * s.d_model + s.qk_norm_params
+    norms = 2 * s.d_model
+    if s.dense:
+        ffn_total = ffn_active = expert
+    else:
+        shared = s.num_shared_experts * expert
+        router = s.d_model * s.num_experts * s.granularity
+        ffn_total = s.num_experts * s.granularity * expert + router + shared
+        ffn_active = s.top_k * s.granularity * expert + router + shared
+    embedding = s.vocab_size * s.d_model * (1 if s.tie_embeddings else 2)
+    total = embedding + s.n_layers * (attention + ffn_total + norms) + s.d_model
+    active = embedding + s.n_layers * (attention + ffn_active + norms) + s.d_model
+    non_embedding = active - embedding
+    flops = (
+        6 * non_embedding + 6 * s.n_layers * s.seq_len * s.d_model + 6 * s.vocab_size * s.d_model
+    )
+    return {
+        "params_total": total,
+        "params_active": active,
+        "params_embedding": embedding,
+        "params_active_non_embedding": non_embedding,
+        "flops_per_token": flops,
+    }
+
+
+def _int_counts(cfg: ModelConfig) -> dict[str, int]:
+    return {k: round(v) for k, v in shape_counts(shape_of(cfg)).items()}
+
+
 def expert_params(cfg: ModelConfig) -> int:
     """Parameters of one routed expert (after granularity)."""
     matrices = 3 if cfg.moe.expert_type == "glu" else 2
     return matrices * cfg.d_model * cfg.expert_hidden
 
 
-def _attention_params(cfg: ModelConfig) -> int:
-    qk_norm = 2 * cfg.head_dim if cfg.qk_norm else 0
-    return 4 * cfg.d_model * cfg.d_model + qk_norm
-
-
-def _ffn_params(cfg: ModelConfig, active: bool) -> int:
-    moe = cfg.moe
-    if moe.is_dense:
-        return expert_params(cfg)
-    routed = moe.active_experts if active else moe.experts
-    router = cfg.d_model * moe.experts
-    shared = moe.num_shared_experts * expert_params(cfg)
-    return routed * expert_params(cfg) + router + shared
-
-
-def params_embedding(cfg: ModelConfig) -> int:
-    return cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
-
-
-def _params(cfg: ModelConfig, active: bool) -> int:
-    per_layer = _attention_params(cfg) + _ffn_params(cfg, active) + 2 * cfg.d_model  # 2 norms
-    return params_embedding(cfg) + cfg.n_layers * per_layer + cfg.d_model  # final norm
-
-
 def params_total(cfg: ModelConfig) -> int:
-    return _params(cfg, active=False)
+    return _int_counts(cfg)["params_total"]
 
 
 def params_active(cfg: ModelConfig) -> int:
-    return _params(cfg, active=True)
+    return _int_counts(cfg)["params_active"]
+
+
+def params_embedding(cfg: ModelConfig) -> int:
+    return _int_counts(cfg)["params_embedding"]
 
 
 def params_active_non_embedding(cfg: ModelConfig) -> int:
-    return params_active(cfg) - params_embedding(cfg)
+    return _int_counts(cfg)["params_active_non_embedding"]
 
 
 def sparsity(cfg: ModelConfig) -> float:
@@ -74,9 +135,7 @@ def sparsity(cfg: ModelConfig) -> float:
 
 
 def flops_per_token(cfg: ModelConfig) -> int:
-    attention = 6 * cfg.n_layers * cfg.seq_len * cfg.d_model
-    unembedding = 6 * cfg.vocab_size * cfg.d_model
-    return 6 * params_active_non_embedding(cfg) + attention + unembedding
+    return _int_counts(cfg)["flops_per_token"]
 
 
 @dataclass(frozen=True)
@@ -91,11 +150,4 @@ class Accounting:
 
 
 def account(cfg: ModelConfig) -> Accounting:
-    return Accounting(
-        params_total=params_total(cfg),
-        params_active=params_active(cfg),
-        params_embedding=params_embedding(cfg),
-        params_active_non_embedding=params_active_non_embedding(cfg),
-        sparsity=sparsity(cfg),
-        flops_per_token=flops_per_token(cfg),
-    )
+    return Accounting(**_int_counts(cfg), sparsity=sparsity(cfg))

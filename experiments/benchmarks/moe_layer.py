@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +79,6 @@ def main() -> None:
         gy = torch.randn(T, D, device="cuda", dtype=torch.bfloat16)
         torch.manual_seed(0)
         dense = DenseMLP(D, K * Fh, glu=True).cuda().to(torch.bfloat16)
-        for p in dense.parameters():
-            torch.nn.init.normal_(p, std=0.02)
         dense_ms = bench_ms(fwd_bwd(dense, x, gy))
         results = {"dense-equivalent": dense_ms}
         cfg = ModelConfig(
@@ -88,10 +87,9 @@ def main() -> None:
         for backend in backends:
             if backend == "torch" and E > 64:
                 continue  # a Python loop over experts: minutes, and no news
-            moe = MoE(cfg).cuda().to(torch.bfloat16)
-            for p in moe.parameters():
-                torch.nn.init.normal_(p, std=0.02)
-            moe.backend = backend
+            torch.manual_seed(0)
+            moe = MoE(replace(cfg, moe=replace(cfg.moe, backend=backend)))
+            moe = moe.cuda().to(torch.bfloat16)
             results[f"MoE {backend}"] = bench_ms(fwd_bwd(moe, x, gy))
         if E >= 8:
             g_ms, b_ms = grouped_gemm_floor(T, K, E, D, Fh)

@@ -30,8 +30,6 @@ def main() -> None:
         moe=MoEConfig(num_experts=a.experts, top_k=a.top_k, backend=a.backend),
     )
     moe = MoE(cfg).cuda().to(torch.bfloat16)
-    for p in moe.parameters():
-        torch.nn.init.normal_(p, std=0.02)
     x = torch.randn(a.tokens, a.d_model, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     gy = torch.randn_like(x)
 
