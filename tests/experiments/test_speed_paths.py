@@ -1,0 +1,190 @@
+"""The training path without host waits (issue 9), tested on CPU: checkpoints by time and in
+the background, losses read only when logged, the packing planner's memory rule."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments import checkpoint as ckpt_mod
+from experiments.checkpoint import AsyncCheckpointer
+from experiments.config import ConfigError, from_dict
+from experiments.packing import SATURATING_FLOPS_PER_STEP, choose_runs_per_gpu, run_memory_bytes
+from experiments.record import read_jsonl
+from experiments.train import execute
+from experiments.trainer import Trainer
+from tests.experiments.helpers import TINY, tiny_config
+
+MOE = ["moe.num_experts=4", "moe.top_k=1", "budget.flops=1e10"]
+
+
+def test_checkpoint_write_happens_in_the_background(tmp_path, monkeypatch):
+    real = torch.save
+    release = threading.Event()
+
+    def slow_save(obj, f):
+        release.wait(5)  # the disk is slow
+        real(obj, f)
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", slow_save)
+    w = torch.ones(4)
+    saver = AsyncCheckpointer(torch.device("cpu"))
+    t0 = time.perf_counter()
+    saver.save(tmp_path / "c.pt", {"w": w, "step": 3})
+    assert time.perf_counter() - t0 < 0.5  # the caller did not wait for the disk
+    w.add_(1)  # training goes on, changing the weights in place
+    assert not (tmp_path / "c.pt").exists()
+    release.set()
+    saver.wait()
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert torch.equal(state["w"], torch.ones(4)) and state["step"] == 3  # the snapshot
+
+
+def test_a_failed_background_write_is_loud(tmp_path, monkeypatch):
+    monkeypatch.setattr(ckpt_mod, "atomic_write_bytes", lambda *a: 1 / 0)
+    saver = AsyncCheckpointer(torch.device("cpu"))
+    saver.save(tmp_path / "c.pt", {"w": torch.ones(2)})
+    with pytest.raises(RuntimeError, match="writing the checkpoint failed"):
+        saver.wait()
+
+
+def test_checkpoints_by_wall_time(tmp_path):
+    summary = execute(
+        tiny_config(
+            tmp_path,
+            *MOE,
+            "run.checkpoint_every=null",
+            "run.checkpoint_every_s=0.05",
+            "run.stop_after_steps=60",
+        )
+    )
+    ckpt = torch.load(
+        Path(tmp_path) / "runs" / summary["run_id"] / "checkpoint.pt", weights_only=True
+    )
+    assert ckpt["loop"]["step"] == 60
+    t = summary["time"]
+    assert t["checkpoint_s"] > 0 and set(t) >= {
+        "train_s",
+        "warmup_s",
+        "eval_s",
+        "data_s",
+        "setup_s",
+        "checkpoint_s",
+    }
+
+
+def test_resume_after_sigkill_with_timed_checkpoints(tmp_path):
+    args = [
+        *TINY,
+        *MOE,
+        "budget.flops=2e10",
+        "run.checkpoint_every=null",
+        "run.checkpoint_every_s=0.3",
+        "run.log_every=5",
+        f"data.cache_dir={tmp_path}/cache",
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "experiments.train", *args]
+    proc = subprocess.Popen(
+        [*cmd, f"run.root={tmp_path}/k"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "k").glob("*/checkpoint.pt"))
+        if found and torch.load(found[0], weights_only=True)["loop"]["step"] >= 20:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run([*cmd, f"run.root={tmp_path}/k"], env=env, check=True, capture_output=True)
+    subprocess.run([*cmd, f"run.root={tmp_path}/u"], env=env, check=True, capture_output=True)
+    k = json.loads(next((tmp_path / "k").glob("*/summary.json")).read_text())
+    u = json.loads(next((tmp_path / "u").glob("*/summary.json")).read_text())
+    assert (k["final_train_loss"], k["val_loss"]) == (u["final_train_loss"], u["val_loss"])
+
+
+def test_losses_are_read_only_when_logged(tmp_path, monkeypatch):
+    reads = []
+    real = Trainer.flush
+
+    def counting(self):
+        reads.append(self.state.step)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "flush", counting)
+    summary = execute(tiny_config(tmp_path, *MOE, "run.log_every=25", "run.checkpoint_every=null"))
+    steps = summary["steps"]
+    # warm-up, every 25th step and the end: not every step
+    assert len(reads) <= steps // 25 + 4 and steps > 100
+
+
+def test_nan_between_log_steps_names_its_step(tmp_path):
+    summary = execute(tiny_config(tmp_path, *MOE, "train.nan_at_step=13", "run.log_every=25"))
+    assert summary["status"] == "failed" and summary["failure_kind"] == "training"
+    assert "non-finite training loss (nan) at step 13" in summary["reason"]
+    run = Path(tmp_path) / "runs" / summary["run_id"]
+    assert (
+        not (run / "checkpoint.pt").exists()
+        or torch.load(run / "checkpoint.pt", weights_only=True)["loop"]["step"] < 13
+    )
+
+
+def test_keep_final_weights(tmp_path):
+    summary = execute(tiny_config(tmp_path, *MOE, "run.keep_final=weights"))
+    run = Path(tmp_path) / "runs" / summary["run_id"]
+    assert not (run / "checkpoint.pt").exists()
+    weights = torch.load(run / "weights.pt", weights_only=True)
+    assert "tok_emb.weight" in weights["model"] and "optim" not in weights
+    assert summary["epochs"] == pytest.approx(summary["tokens"] / summary["unique_train_tokens"])
+    assert len(read_jsonl(run / "metrics.jsonl")[0]) >= 1
+
+
+def _configs(tmp_path, *overrides):
+    return [from_dict(tiny_config(tmp_path, *MOE, *overrides))]
+
+
+def test_packing_fills_memory_but_never_past_it(tmp_path):
+    small = _configs(tmp_path)
+    need = run_memory_bytes(small[0])
+    gpu = 80 << 30
+    p = choose_runs_per_gpu(small, gpu, cpu_cores=64, n_gpus=1)
+    assert p.runs_per_gpu == 8  # tiny runs: limited by the packing cap
+    p = choose_runs_per_gpu(small, int(3.2 * need), cpu_cores=64, n_gpus=1)
+    assert p.runs_per_gpu == 2  # 80% of 3.2 runs' memory holds 2
+    p = choose_runs_per_gpu(small, gpu, cpu_cores=6, n_gpus=1)
+    assert p.runs_per_gpu == 3  # one launching core each, half the cores
+    with pytest.raises(ConfigError, match="at most 2 fit"):
+        choose_runs_per_gpu(small, int(3.2 * need), cpu_cores=64, n_gpus=1, requested=3)
+
+
+def test_packing_leaves_big_runs_alone(tmp_path):
+    big = _configs(
+        tmp_path,
+        "model.d_model=768",
+        "model.n_heads=12",
+        "model.d_ff=3072",
+        "model.n_layers=12",
+        "model.seq_len=1024",
+        "train.batch_size=64",
+        "budget.flops=1e17",
+    )  # the base preset: ~5e13 FLOPs a step
+    assert big[0].flops_per_token * big[0].tokens_per_step >= SATURATING_FLOPS_PER_STEP
+    assert choose_runs_per_gpu(big, 80 << 30, 64, 1).runs_per_gpu == 1
+
+
+def test_memory_estimate_grows_with_the_model(tmp_path):
+    a = run_memory_bytes(_configs(tmp_path)[0])
+    b = run_memory_bytes(_configs(tmp_path, "moe.num_experts=16")[0])
+    c = run_memory_bytes(_configs(tmp_path, "train.batch_size=32")[0])
+    assert b > a and c > a
