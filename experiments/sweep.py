@@ -5,7 +5,8 @@
     python -m experiments.sweep sweep=demo action=status        # done/running/failed/pending
     python -m experiments.sweep sweep=demo retry_failed=true    # also retry failed runs
     python -m experiments.sweep sweep=gpu runs_per_gpu=4        # pack small runs on each GPU
-    python -m experiments.sweep sweep=paper hydra/launcher=submitit_slurm ...
+    python -m experiments.sweep sweep=paper hydra/launcher=slurm action=render  # the sbatch script
+    python -m experiments.sweep sweep=paper hydra/launcher=slurm hydra.launcher.partition=gpu
 
 How it uses Hydra: the planner writes one config file per run, ``<sweep dir>/plan/planned/
 <run id>.yaml`` (a ``@package _global_`` config of that run's overrides), and launches
@@ -254,6 +255,35 @@ def format_efficiency(entries: list[dict]) -> str:
     return text
 
 
+def render_slurm(sweep_dir: Path, spec: SweepSpec, n_jobs: int) -> int:
+    """Print the sbatch script the configured submitit launcher would submit (no cluster)."""
+    from experiments.slurm import render
+
+    user = [o for o in HydraConfig.get().overrides.hydra if o.startswith(FORWARDED_HYDRA)]
+    if not any(o.startswith("hydra/launcher") for o in user):
+        raise ConfigError(
+            "action=render shows a SLURM submission: add hydra/launcher=slurm "
+            "(or slurm_multigpu, or submitit_slurm)"
+        )
+    cfg = compose(
+        "train",
+        overrides=[*user, *spec.train, f"hydra.sweep.dir={sweep_dir}"],
+        return_hydra_config=True,
+    )
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    launcher["submitit_folder"] = f"{sweep_dir}/.submitit/%j"
+    launcher["name"] = f"{spec.name}"
+    try:
+        print(render(launcher, n_jobs))
+    except RuntimeError as e:  # submitit wants srun on PATH: a SLURM login node
+        raise ConfigError(f"cannot render the submission here: {e}") from None
+    print(
+        f"# {n_jobs} array task(s); on timeout or pre-emption submitit requeues a task up to "
+        f"{launcher.get('max_num_timeout', 0)} time(s), and the run resumes from its checkpoint"
+    )
+    return 0
+
+
 def read_sweep_log(sweep_dir: Path) -> list[dict]:
     from experiments.record import read_jsonl
 
@@ -287,6 +317,8 @@ def run_sweep(cfg: DictConfig) -> int:
     if cfg.action == "plan":
         return 0
     todo = to_train(states, cfg.retry_failed)
+    if cfg.action == "render":
+        return render_slurm(sweep_dir, spec, len(todo) or len(runs))
     by_cost = {r.run_id: r.flops for r in runs}
     todo.sort(key=lambda rid: -by_cost[rid])  # largest first: packs and balances better
     t0 = time.time()

@@ -80,16 +80,20 @@ def evaluate(
     rank evaluates every world-th window and the per-window losses are summed over ranks."""
     was_training = model.training
     model.eval()
-    losses_N = torch.zeros(len(windows_NS1), device=device)
-    mine = torch.arange(d.rank, len(windows_NS1), d.world)
+    n = len(windows_NS1)
+    losses_N = torch.zeros(n, device=device)
+    # Every rank runs the same number of forwards (FSDP gathers weights in each): where n does
+    # not divide evenly the last ranks repeat a window, and only first copies count.
+    mine = torch.arange(d.rank, -(-n // d.world) * d.world, d.world)
     for idx in mine.split(batch):
-        chunk = windows_NS1[idx].to(device)
+        chunk = windows_NS1[idx % n].to(device)
         with _autocast(device):
             logits = model(chunk[:, :-1]).logits.float()
         nll = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2), chunk[:, 1:], reduction="none"
         )
-        losses_N[idx.to(device)] = nll.mean(dim=1)
+        real = idx < n
+        losses_N[idx[real].to(device)] = nll.mean(dim=1)[real.to(device)]
     dist_.all_reduce_(losses_N, d)
     model.train(was_training)
     return clustered_mean(losses_N.double().cpu().numpy(), docs_N)
@@ -111,14 +115,22 @@ class Trainer:
         self.backend = resolve_backend(tc.model.moe.backend, device)
         cfg = replace(tc.model, moe=replace(tc.model.moe, backend=self.backend))
         torch.manual_seed(tc.seed)
-        self.model = MoETransformer(cfg).to(device)
+        self.ep = dist_.expert_groups(self.d, tc.model.moe.expert_parallel)
+        self.model = MoETransformer(cfg, self.ep).to(device)
         self.acc = account(tc.model)
         self.parallel = dist_.choose_parallel(tc.run.parallel, self.acc.params_total, device)
+        if self.ep and self.parallel == "fsdp":
+            raise ValueError(
+                "moe.expert_parallel > 1 runs with run.parallel=ddp (FSDP and "
+                "expert parallelism are not combined here)"
+            )
         wrapped = dist_.wrap(self.model, self.d, self.parallel, device)
         self.total = tc.steps
         self.compiled = use_compile(tc.train.compile, device, self.total)
         self.step_fn = torch.compile(wrapped) if self.compiled else wrapped
-        self.opt = build_optimizer(self.model, tc.optim, device)
+        # Fused AdamW does not take FSDP's sharded (DTensor) parameters.
+        fused = device.type == "cuda" and self.parallel != "fsdp"
+        self.opt = build_optimizer(self.model, tc.optim, device, fused=fused)
         self.batches = Batches(
             data.train,
             tc.model.seq_len,
@@ -141,7 +153,9 @@ class Trainer:
     # -- checkpoints --
     def save_checkpoint(self, wait: bool = False) -> None:
         t0 = time.perf_counter()
-        state = training_state(self.model, self.opt)  # collective under FSDP: every rank
+        state = dist_.gather_experts(  # collectives (FSDP, EP): every rank takes part
+            training_state(self.model, self.opt), self.model.expert_parallel_params, self.ep
+        )
         if self.d.is_main:
             self.ckpt.save(
                 self.rd.checkpoint,
@@ -164,7 +178,11 @@ class Trainer:
         ckpt = torch.load(self.rd.checkpoint, map_location=self.device, weights_only=True)
         if ckpt.get("run_id", self.rid) != self.rid:
             raise RuntimeError(f"{self.rd.checkpoint} belongs to run {ckpt['run_id']}")
-        load_training_state(self.model, self.opt, ckpt)
+        load_training_state(
+            self.model,
+            self.opt,
+            dist_.split_experts(ckpt, self.model.expert_parallel_params, self.ep),
+        )
         self.state.load_state_dict(ckpt["loop"])
         set_rng_state(ckpt["rng"], self.device)
         if self.d.is_main:
@@ -189,8 +207,9 @@ class Trainer:
         if tc.train.nan_at_step is not None and step == tc.train.nan_at_step:
             loss = loss * float("nan")
         (loss + out.aux_loss).backward()
+        dist_.reduce_expert_grads(self.model, self.ep, self.d)
         if tc.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.optim.grad_clip)
+            dist_.clip_grad_norm_(self.model, tc.optim.grad_clip, self.ep)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.pending.append((step, loss.detach(), out.aux_loss.detach()))
@@ -306,7 +325,11 @@ class Trainer:
             self.save_checkpoint(wait=True)
             return
         if keep == "weights":
-            state = model_state(self.model)
+            state = dist_.gather_experts(
+                {"model": model_state(self.model), "optim": {"state": {}}},
+                self.model.expert_parallel_params,
+                self.ep,
+            )["model"]
             if self.d.is_main:
                 self.ckpt.save(self.rd.weights, {"model": state, "run_id": self.rid})
                 self.ckpt.wait()
@@ -315,6 +338,7 @@ class Trainer:
             self.rd.checkpoint.unlink(missing_ok=True)
 
     def log(self, step: int, loss: float, aux_loss: float, rate: float) -> None:
+        loads = load_stats(self.last_aux, self.d)  # a collective: every rank takes part
         if not self.d.is_main:
             return
         tc, st = self.tc, self.state
@@ -328,7 +352,7 @@ class Trainer:
             "aux_loss": aux_loss,
             "val_loss": st.val_loss,
             "tokens_per_s": rate,
-        } | load_stats(self.last_aux)
+        } | loads
         self.rd.append_metrics([row])
         eta = (self.total - step) * tc.tokens_per_step / max(rate, 1e-9)
         val = f" | val {st.val_loss:.4f}" if st.val_loss is not None else ""
@@ -375,11 +399,14 @@ class Trainer:
         )
 
 
-def load_stats(aux_list) -> dict:
+def load_stats(aux_list, d: dist_.Dist) -> dict:
+    """Per layer: the most loaded expert and the spread of loads (relative to the mean), from
+    the last step's assignments summed over every rank."""
     counts = [a.tokens_per_expert_E for a in (aux_list or []) if a.tokens_per_expert_E is not None]
     if not counts:
         return {}
-    loads = torch.stack([c.float() / c.float().mean() for c in counts]).cpu()
+    total = dist_.all_reduce_(torch.stack(counts).float(), d)
+    loads = (total / total.mean(dim=1, keepdim=True)).cpu()
     return {
         "expert_load_max": [round(x, 4) for x in loads.max(dim=1).values.tolist()],
         "expert_load_cv": [round(x, 4) for x in loads.std(dim=1, unbiased=False).tolist()],

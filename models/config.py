@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from models.typed import ConfigError, Typed, check, choices, from_dict
+from models.typed import LOGISTICS, ConfigError, Typed, check, choices, from_dict
 
 Backend = Literal["auto", "torch", "native", "megablocks"]
 ExpertType = Literal["glu", "mlp"]
@@ -48,6 +48,9 @@ class MoEConfig(Typed):
     """Weight of the router z-loss (ST-MoE)."""
     backend: Backend = "auto"
     """Expert computation: auto (native on CUDA, torch elsewhere), torch, native, megablocks."""
+    expert_parallel: int = field(default=1, metadata=LOGISTICS)
+    """Ranks that share one layer's experts (all-to-all dispatch, models/expert_parallel.py);
+    1 = every rank holds all experts. Needs torchrun with a multiple of this many ranks."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,6 +65,18 @@ class MoEConfig(Typed):
         check(self.num_shared_experts >= 0, "moe.num_shared_experts", "must be >= 0")
         check(self.load_balance_coef >= 0, "moe.load_balance_coef", "must be >= 0")
         check(self.z_loss_coef >= 0, "moe.z_loss_coef", "must be >= 0")
+        check(self.expert_parallel >= 1, "moe.expert_parallel", "must be >= 1")
+        check(
+            self.experts % self.expert_parallel == 0,
+            "moe.expert_parallel",
+            f"{self.experts} experts cannot be split over {self.expert_parallel} ranks",
+        )
+        check(
+            self.expert_parallel == 1 or self.backend in ("auto", "torch", "native"),
+            "moe.expert_parallel",
+            f"is built for the torch and native backends, not "
+            f"{self.backend!r} (MegaBlocks' own expert parallelism is not wired in)",
+        )
 
     @property
     def is_dense(self) -> bool:

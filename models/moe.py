@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from torch import nn
 from models.backends import ExpertWeights, get_backend, resolve_backend
 from models.backends.common import expert_mlp
 from models.config import ModelConfig
+from models.expert_parallel import EPGroup, ep_experts, shard
 from models.router import Router, count_tokens, load_balancing_loss, router_z_loss
 
 
@@ -60,14 +62,16 @@ class MoE(nn.Module):
 
     The expert backend is resolved once, here (``auto``: native when CUDA is available)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, ep: EPGroup | None = None):
         super().__init__()
         moe = cfg.moe
         E, F, D = moe.experts, cfg.expert_hidden, cfg.d_model
         self.glu = moe.expert_type == "glu"
         self.init_std, self.out_std = init_stds(cfg)
-        self.w_in_EHD = nn.Parameter(torch.empty(E, (2 if self.glu else 1) * F, D))
-        self.w_out_EFD = nn.Parameter(torch.empty(E, F, D))
+        self.ep, self.num_experts = ep, E
+        local = E // ep.size if ep else E  # expert parallel: this rank's block of experts
+        self.w_in_EHD = nn.Parameter(torch.empty(local, (2 if self.glu else 1) * F, D))
+        self.w_out_EFD = nn.Parameter(torch.empty(local, F, D))
         self.router = Router(D, E, moe.active_experts, moe.renormalize, cfg.init_std)
         self.shared = (
             DenseMLP(D, moe.num_shared_experts * F, self.glu, self.init_std, self.out_std)
@@ -76,13 +80,19 @@ class MoE(nn.Module):
         )
         self.backend = resolve_backend(moe.backend)
         self._experts = get_backend(self.backend)
+        self._compute = partial(ep_experts, ep=ep) if ep else self._experts
         self.load_balance_coef = moe.load_balance_coef
         self.z_loss_coef = moe.z_loss_coef
         self.reset_parameters(children=False)
 
     def reset_parameters(self, children: bool = True) -> None:
-        nn.init.normal_(self.w_in_EHD, std=self.init_std)
-        nn.init.normal_(self.w_out_EFD, std=self.out_std)
+        # Expert parallel ranks draw all E experts and keep their block, so a sharded model
+        # starts from the same weights as an unsharded one with the same seed.
+        for p, std in ((self.w_in_EHD, self.init_std), (self.w_out_EFD, self.out_std)):
+            full = torch.empty((self.num_experts, *p.shape[1:]), dtype=p.dtype, device=p.device)
+            nn.init.normal_(full, std=std)
+            with torch.no_grad():
+                p.copy_(shard(full, self.ep) if self.ep else full)
         if children:
             self.router.reset_parameters()
             if self.shared is not None:
@@ -95,8 +105,8 @@ class MoE(nn.Module):
     def forward(self, x_BSD: torch.Tensor) -> tuple[torch.Tensor, FFNAux]:
         x_TD = x_BSD.reshape(-1, x_BSD.shape[-1])
         routing = self.router(x_TD)
-        tokens_per_expert_E = count_tokens(routing.experts_TK, self.w_out_EFD.shape[0])
-        y_TD = self._experts(
+        tokens_per_expert_E = count_tokens(routing.experts_TK, self.num_experts)
+        y_TD = self._compute(
             x_TD, routing.experts_TK, routing.weights_TK, tokens_per_expert_E, self.weights
         )
         if self.shared is not None:
@@ -115,5 +125,5 @@ class MoE(nn.Module):
         self, x_TD: torch.Tensor, experts_TK: torch.Tensor, weights_TK: torch.Tensor
     ) -> torch.Tensor:
         """The routed experts for a given assignment (used directly by equivalence tests)."""
-        counts_E = count_tokens(experts_TK, self.w_out_EFD.shape[0])
-        return self._experts(x_TD, experts_TK, weights_TK, counts_E, self.weights)
+        counts_E = count_tokens(experts_TK, self.num_experts)
+        return self._compute(x_TD, experts_TK, weights_TK, counts_E, self.weights)

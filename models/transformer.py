@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ModelConfig
+from models.expert_parallel import EPGroup
 from models.moe import DenseMLP, FFNAux, MoE, init_stds
 
 
@@ -68,14 +69,16 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, ep: EPGroup | None = None):
         super().__init__()
         self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.attn = Attention(cfg)
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         glu = cfg.moe.expert_type == "glu"
         self.ffn = (
-            DenseMLP(cfg.d_model, cfg.d_ff, glu, *init_stds(cfg)) if cfg.moe.is_dense else MoE(cfg)
+            DenseMLP(cfg.d_model, cfg.d_ff, glu, *init_stds(cfg))
+            if cfg.moe.is_dense
+            else MoE(cfg, ep)
         )
 
     def reset_parameters(self) -> None:
@@ -99,11 +102,13 @@ class LMOutput:
 
 
 class MoETransformer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """``ep``: this rank's expert-parallel group, when the experts are split over ranks."""
+
+    def __init__(self, cfg: ModelConfig, ep: EPGroup | None = None):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, ep) for _ in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -124,6 +129,16 @@ class MoETransformer(nn.Module):
             block.reset_parameters()
         self.norm.reset_parameters()
         self._reset_embeddings()
+
+    @property
+    def expert_parallel_params(self) -> list[str]:
+        """Names of the parameters split over an expert-parallel group (not replicated)."""
+        return [
+            f"{name}.{p}"
+            for name, m in self.named_modules()
+            if isinstance(m, MoE) and m.ep is not None
+            for p in ("w_in_EHD", "w_out_EFD")
+        ]
 
     def forward(self, idx_BS: torch.Tensor, targets_BS: torch.Tensor | None = None) -> LMOutput:
         x = self.tok_emb(idx_BS)
