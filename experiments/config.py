@@ -175,8 +175,13 @@ class TrainConfig(Typed):
         return math.floor(self.budget.flops / (self.flops_per_token * self.tokens_per_step) + 0.5)
 
     def identity(self) -> dict:
-        """The fields that define the run's result (everything but logistics)."""
-        return identity(self)
+        """The fields that define the run's result (everything but logistics); the corpus by
+        its content's fingerprint, not by where it lies."""
+        from experiments.data import fingerprint
+
+        d = identity(self)
+        d["data"]["fingerprint"] = fingerprint(self.data)
+        return d
 
 
 SECTIONS = {"model", "moe", "data", "optim", "budget", "train", "run", "seed", "sweep_name"}

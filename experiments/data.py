@@ -16,6 +16,7 @@ changed corpus or setting never reuses stale shards. Nothing is downloaded.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import lzma
@@ -53,8 +54,9 @@ class DataConfig(Typed):
 
     source: Source = "sotu"
     """sotu (embedded corpus), text (your files) or bin (a tokenized corpus directory)."""
-    path: str | None = None
-    """text: a directory or one file; bin: the directory holding train.bin and val.bin."""
+    path: str | None = field(default=None, metadata=LOGISTICS)
+    """text: a directory or one file; bin: the directory holding train.bin and val.bin.
+    Where the corpus lies is logistics: a run's identity holds its content's fingerprint."""
     glob: str = "**/*.txt"
     """text: which files under path are documents."""
     text_key: str = "text"
@@ -176,6 +178,36 @@ def read_tokenized(
         if arr.size and int(arr.max()) >= vocab:
             raise DataError(f"data.vocab_size={vocab} but {name}.bin holds id {int(arr.max())}")
     return train, val, val_docs, meta
+
+
+@functools.cache
+def _fingerprint(source: str, path: str | None, glob: str, text_key: str) -> str:
+    if source == "sotu":
+        return "sotu"  # the embedded corpus: part of the code's version
+    root = Path(path).expanduser()
+    if source == "bin":
+        meta = root / "meta.json"
+        if meta.exists() and "key" in json.loads(meta.read_text()):
+            return json.loads(meta.read_text())["key"]
+        return hashlib.sha256(
+            json.dumps([_shard(root, s).stat().st_size for s in ("train", "val")]).encode()
+        ).hexdigest()[:16]
+    files = [root] if root.is_file() else sorted(p for p in root.glob(glob) if p.is_file())
+    listing = [
+        (
+            str(p.relative_to(root.parent if root.is_file() else root)),
+            p.stat().st_size,
+            p.stat().st_mtime_ns,
+        )
+        for p in files
+    ]
+    return hashlib.sha256(json.dumps([listing, text_key]).encode()).hexdigest()[:16]
+
+
+def fingerprint(cfg: DataConfig) -> str:
+    """What identifies the corpus in a run's id: a prepared corpus's key, or the listing of a
+    text folder (names, sizes, times), so the same data at another path is the same run."""
+    return _fingerprint(cfg.source, cfg.path, cfg.glob, cfg.text_key)
 
 
 def _bin_key(cfg: DataConfig) -> str:

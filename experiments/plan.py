@@ -138,6 +138,16 @@ class SizesSpec(Typed):
 
 
 @dataclass
+class ReplicateSpec(Typed):
+    section: ClassVar[str] = "sweep.replicates"
+
+    seeds: list[int]
+    """Seeds run in addition to the spec's seeds."""
+    groups: list[list[float]]
+    """[budget, sparsity] pairs whose every size gets the extra seeds."""
+
+
+@dataclass
 class SweepSpec(Typed):
     section: ClassVar[str] = "sweep"
 
@@ -150,6 +160,12 @@ class SweepSpec(Typed):
     seeds: list[int] = field(default_factory=lambda: [0])
     lrs: list[float] | None = None
     """Learning rates to try at every point (None: the optim.lr of the train overrides)."""
+    lr_tuning_budget: float | None = None
+    """Try ``lrs`` at this budget only; every other budget's runs take the LR that a log-linear
+    fit in (N_active, E) of the best tuned LRs predicts (experiments/lr_rule.py)."""
+    replicates: ReplicateSpec | None = None
+    """Extra seeds at a few (budget, sparsity) groups: the noise floor the fits are read
+    against."""
     batch_sizes: list[int] | None = None
     """One train.batch_size per budget (None: the train overrides' batch size for all)."""
     train: list[str] = field(default_factory=list)
@@ -159,6 +175,12 @@ class SweepSpec(Typed):
         super().__post_init__()
         check(len(self.budgets) >= 1, "sweep.budgets", "give at least one budget")
         check(len(self.seeds) >= 1, "sweep.seeds", "give at least one seed")
+        if self.lr_tuning_budget is not None:
+            check(
+                self.lr_tuning_budget in self.budgets and bool(self.lrs),
+                "sweep.lr_tuning_budget",
+                "must be one of sweep.budgets, with a grid in sweep.lrs",
+            )
         if self.batch_sizes is not None:
             check(
                 len(self.batch_sizes) == len(self.budgets),
@@ -220,15 +242,29 @@ def size_overrides(
 Compose = Callable[..., object]  # (overrides, check_steps) -> TrainConfig
 
 
-def plan(spec: SweepSpec, compose: Compose) -> list[PlannedRun]:
+def plan(
+    spec: SweepSpec,
+    compose: Compose,
+    lr_rule: Callable | None = None,
+    budgets: list[float] | None = None,
+) -> list[PlannedRun]:
     """``compose(overrides, check_steps) -> TrainConfig`` builds the exact config
-    experiments.train will see for those overrides."""
+    experiments.train will see for those overrides. ``lr_rule(TrainConfig) -> lr`` sets the
+    learning rate of budgets other than ``lr_tuning_budget``; ``budgets`` plans a subset."""
     widths = spec.family.widths(spec.granularity)
     if not widths:
         raise ConfigError("sweep.family: no d_model in [d_model_min, d_model_max] fits the rule")
     runs: list[PlannedRun] = []
     for b, budget in enumerate(spec.budgets):
+        if budgets is not None and budget not in budgets:
+            continue
         batch = spec.batch_sizes[b] if spec.batch_sizes else None
+        tuned = spec.lr_tuning_budget is not None and budget != spec.lr_tuning_budget
+        if tuned and lr_rule is None:
+            raise ConfigError(
+                f"budget {budget:.3g}: its learning rates come from the tuning "
+                f"budget {spec.lr_tuning_budget:.3g}, whose runs are not done"
+            )
         for E, K in spec.sparsity.expert_pairs():
             cands = [
                 compose(
@@ -238,9 +274,13 @@ def plan(spec: SweepSpec, compose: Compose) -> list[PlannedRun]:
                 for d in widths
             ]
             chosen, target = bracket(spec, budget, cands)
+            seeds = list(spec.seeds)
+            if spec.replicates and [budget, 1 - K / E] in spec.replicates.groups:
+                seeds += [s for s in spec.replicates.seeds if s not in seeds]
             for tc in chosen:
-                for lr in spec.lrs or [None]:
-                    for seed in spec.seeds:
+                lrs = [lr_rule(tc)] if tuned else (spec.lrs or [None])
+                for lr in lrs:
+                    for seed in seeds:
                         ov = size_overrides(spec, tc.model.d_model, E, K, seed, budget, lr, batch)
                         runs.append(_planned(spec, compose(ov), ov, target))
     return runs
@@ -304,7 +344,7 @@ def _planned(spec: SweepSpec, tc, overrides: dict, target: float) -> PlannedRun:
     tokens = tc.steps * tc.tokens_per_step
     lr = f"_lr{tc.optim.lr:g}" if spec.lrs else ""
     return PlannedRun(
-        name=f"b{tc.budget.flops:.0e}_E{m.moe.num_experts}k{m.moe.top_k}_d{m.d_model}{lr}"
+        name=f"b{tc.budget.flops:.2g}_E{m.moe.num_experts}k{m.moe.top_k}_d{m.d_model}{lr}"
         f"_s{tc.seed}",
         overrides=overrides,
         budget=tc.budget.flops,

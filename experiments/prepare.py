@@ -46,6 +46,7 @@ class CorpusSpec:
     vocab_size: int = 2048
     val_fraction: float = 0.05
     bpe_sample_bytes: int = 256 << 20  # text the BPE is trained on (the first training docs)
+    max_train_tokens: int | None = None  # keep the first documents up to this many tokens
 
 
 def spec_for(cfg) -> CorpusSpec:
@@ -229,6 +230,8 @@ def corpus_key(spec: CorpusSpec, files: dict[str, str] | None = None) -> str:
     settings.pop("source")  # the content is the identity, not where it lives
     if spec.tokenizer != "bpe":
         settings.pop("bpe_sample_bytes")
+    if spec.max_train_tokens is None:
+        settings.pop("max_train_tokens")  # keeps the keys of uncapped corpora unchanged
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -339,14 +342,24 @@ def _encode_part(spec: CorpusSpec, enc: Encoder, part: list[Piece], stem: Path) 
     _atomic_write(stem.with_suffix(".done"), b"ok")
 
 
-def _concat(parts_dir: Path, n: int, split: str, out: Path, dtype) -> np.ndarray:
-    """Concatenate the parts' shards into ``out``; returns the documents' token lengths."""
-    lens = []
+def _concat(
+    parts_dir: Path, n: int, split: str, out: Path, dtype, cap: int | None = None
+) -> np.ndarray:
+    """Concatenate the parts' shards into ``out`` (whole documents, at most ``cap`` tokens);
+    returns the kept documents' token lengths."""
+    lens, total = [], 0
+    itemsize = np.dtype(dtype).itemsize
     with open(out, "wb") as f:
         for i in range(n):
             stem = parts_dir / f"{i:05d}"
-            f.write(stem.with_suffix(f".{split}.bin").read_bytes())
-            lens.append(np.frombuffer(stem.with_suffix(f".{split}.lens").read_bytes(), np.int64))
+            part = np.frombuffer(stem.with_suffix(f".{split}.lens").read_bytes(), np.int64)
+            data = stem.with_suffix(f".{split}.bin").read_bytes()
+            if cap is not None:
+                keep = int(np.searchsorted(np.cumsum(part), cap - total, side="right"))
+                part, data = part[:keep], data[: int(part[:keep].sum()) * itemsize]
+            f.write(data)
+            lens.append(part)
+            total += int(part.sum())
     return np.concatenate(lens) if lens else np.zeros(0, np.int64)
 
 
@@ -367,7 +380,8 @@ def build(spec: CorpusSpec, out: Path, progress: bool = True, files: dict | None
     bar.close()
     counts = {}
     for split in ("train", "val"):
-        lens = _concat(parts_dir, len(parts), split, out / f"{split}.bin", enc.dtype)
+        cap = spec.max_train_tokens if split == "train" else None
+        lens = _concat(parts_dir, len(parts), split, out / f"{split}.bin", enc.dtype, cap)
         counts[split] = {"documents": len(lens), "tokens": int(lens.sum())}
         if split == "val":
             np.save(
@@ -442,6 +456,12 @@ def main(argv=None) -> None:
     ap.add_argument("--vocab-size", type=int, default=16384, help="BPE vocabulary")
     ap.add_argument("--val-fraction", type=float, default=0.01)
     ap.add_argument("--bpe-sample-mb", type=int, default=256, help="text the BPE is trained on")
+    ap.add_argument(
+        "--max-train-tokens",
+        type=int,
+        default=None,
+        help="keep the training split's first documents up to this many tokens",
+    )
     ap.add_argument("--xz", action="store_true", help="also write .bin.xz copies")
     a = ap.parse_args(argv)
     source = a.source if a.source == "sotu" else str(Path(a.source).expanduser().resolve())
@@ -457,6 +477,7 @@ def main(argv=None) -> None:
         256 if a.tokenizer == "bytes" else a.vocab_size,
         a.val_fraction,
         a.bpe_sample_mb << 20,
+        a.max_train_tokens,
     )
     try:
         print("hashing the source...", flush=True)

@@ -168,6 +168,7 @@ class RunSummary:
     wall_time_s: float = 0.0
     tokens_per_s: float | None = None
     mfu: float | None = None  # active-FLOP rate / (devices x peak bf16 FLOP/s)
+    peak_memory_gb: float | None = None  # CUDA: the allocator's peak on this rank
     time: dict = field(default_factory=dict)  # TimeBreakdown
     data: str = ""
     tokenizer: str = ""

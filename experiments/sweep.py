@@ -56,8 +56,8 @@ PLANNER_KEYS = (
 )
 
 
-def make_plan(spec: SweepSpec) -> tuple[list[PlannedRun], list]:
-    """The planned runs and their TrainConfigs (same order)."""
+def make_plan(spec: SweepSpec, lr_rule=None, budgets=None) -> tuple[list[PlannedRun], list]:
+    """The planned runs and their TrainConfigs (same order); see plan.plan for the options."""
     if not SAFE_NAME.match(spec.name) or ".." in spec.name:
         raise ConfigError(
             f"sweep.name: {spec.name!r} must be letters, digits, '_', '-' or '.' "
@@ -77,7 +77,7 @@ def make_plan(spec: SweepSpec) -> tuple[list[PlannedRun], list]:
         cfg = OmegaConf.merge(base, OmegaConf.create(overrides))
         return from_dict(resolve(cfg), check_steps=check_steps)
 
-    runs = plan(spec, compose_train)
+    runs = plan(spec, compose_train, lr_rule, budgets)
     configs = [compose_train(r.overrides) for r in runs]
     for r, tc in zip(runs, configs):
         r.run_id = run_id(tc.identity())
@@ -290,50 +290,88 @@ def read_sweep_log(sweep_dir: Path) -> list[dict]:
     return read_jsonl(sweep_dir / "sweep_log.jsonl")[0]
 
 
-def run_sweep(cfg: DictConfig) -> int:
-    sweep_dir = Path(HydraConfig.get().sweep.dir).resolve()
-    spec = SweepSpec.from_dict(OmegaConf.to_container(cfg.sweep, resolve=True))
-    runs, configs = make_plan(spec)
-    names = {r.run_id: r.name for r in runs}
-    ids = [r.run_id for r in runs]
-    states = sweep_states(sweep_dir / "runs", ids)
-    if cfg.action == "status":
-        print(format_status(states, names))
-        log = read_sweep_log(sweep_dir)
-        if log:
-            print(format_efficiency(log))
-        return 0 if all(s == "done" for s, _, _ in states.values()) else 1
+def plan_sweep(spec: SweepSpec, sweep_dir: Path) -> tuple[list, list, str | None]:
+    """(runs, configs, note). With an LR-tuning budget, the other budgets are planned once its
+    runs are done (their LRs come from them); until then only the tuning budget is."""
+    if spec.lr_tuning_budget is None:
+        return *make_plan(spec), None
+    from experiments.lr_rule import fit_lr_rule
+
+    tune, tune_cfgs = make_plan(spec, budgets=[spec.lr_tuning_budget])
+    rule = fit_lr_rule(sweep_dir / "runs", tune, spec.lrs)
+    if rule is None:
+        return (
+            tune,
+            tune_cfgs,
+            (
+                f"LR tuning first: the other budgets are planned when the "
+                f"{len(tune)} runs at {spec.lr_tuning_budget:.3g} are done"
+            ),
+        )
+    rest, rest_cfgs = make_plan(
+        spec, lr_rule=rule, budgets=[b for b in spec.budgets if b != spec.lr_tuning_budget]
+    )
+    atomic_write_json(sweep_dir / "lr_rule.json", asdict(rule))
+    return tune + rest, tune_cfgs + rest_cfgs, rule.describe()
+
+
+def show_plan(spec, sweep_dir, runs, configs, states, note) -> None:
     unique = _unique_tokens(configs[0])
     print(f"sweep {spec.name}: {len(runs)} runs in {sweep_dir}")
     print(format_table(runs, {rid: s for rid, (s, _, _) in states.items()}, unique))
-    if unique:
-        over = repeated(runs, unique)
-        if over:
-            print(
-                f"warning: {len(over)} run(s) would train on more than one epoch of the "
-                f"{unique:,} training tokens (e.g. {over[0].name}); the report marks them"
-            )
+    if note:
+        print(note)
+    over = repeated(runs, unique) if unique else []
+    if over:
+        print(
+            f"warning: {len(over)} run(s) would train on more than one epoch of the "
+            f"{unique:,} training tokens (e.g. {over[0].name}); the report marks them"
+        )
     write_plan(sweep_dir, spec, runs)  # plan files only: a dry run trains nothing
-    if cfg.action == "plan":
-        return 0
-    todo = to_train(states, cfg.retry_failed)
-    if cfg.action == "render":
-        return render_slurm(sweep_dir, spec, len(todo) or len(runs))
-    by_cost = {r.run_id: r.flops for r in runs}
-    todo.sort(key=lambda rid: -by_cost[rid])  # largest first: packs and balances better
+
+
+def run_sweep(cfg: DictConfig) -> int:
+    sweep_dir = Path(HydraConfig.get().sweep.dir).resolve()
+    spec = SweepSpec.from_dict(OmegaConf.to_container(cfg.sweep, resolve=True))
+    spec.train = [*spec.train, *cfg.train_overrides]
     t0 = time.time()
-    if todo:
+    for _ in range(2):  # twice at most: an LR-tuning budget, then the budgets it informs
+        runs, configs, note = plan_sweep(spec, sweep_dir)
+        names = {r.run_id: r.name for r in runs}
+        ids = [r.run_id for r in runs]
+        states = sweep_states(sweep_dir / "runs", ids)
+        if cfg.action == "status":
+            print(format_status(states, names) + (f"\n{note}" if note else ""))
+            log = read_sweep_log(sweep_dir)
+            if log:
+                print(format_efficiency(log))
+            return 0 if all(s == "done" for s, _, _ in states.values()) else 1
+        show_plan(spec, sweep_dir, runs, configs, states, note)
+        todo = to_train(states, cfg.retry_failed)
+        if cfg.action == "plan":
+            return 0
+        if cfg.action == "render":
+            return render_slurm(sweep_dir, spec, len(todo) or len(runs))
+        if not todo:
+            print(f"nothing to train: {format_status(states, names).splitlines()[0]}")
+            break
+        by_cost = {r.run_id: r.flops for r in runs}
+        todo.sort(key=lambda rid: -by_cost[rid])  # largest first: packs and balances better
         cost = {r.run_id: tc for r, tc in zip(runs, configs)}
-        user = list(HydraConfig.get().overrides.hydra)
-        extra = launch_overrides(cfg, [cost[rid] for rid in todo], user)
+        extra = launch_overrides(
+            cfg, [cost[rid] for rid in todo], list(HydraConfig.get().overrides.hydra)
+        )
+        t_launch = time.time()
         code = launch(sweep_dir, spec, todo, cfg.retry_failed, extra)
         n_gpus, _, peak = _gpus()
-        print(format_efficiency([efficiency(sweep_dir, todo, time.time() - t0, n_gpus, peak)]))
+        print(
+            format_efficiency([efficiency(sweep_dir, todo, time.time() - t_launch, n_gpus, peak)])
+        )
         if code >= 128:  # the runs were interrupted by a signal: stop here as well
             print(format_status(sweep_states(sweep_dir / "runs", ids), names))
             return code
-    else:
-        print(f"nothing to train: {format_status(states, names).splitlines()[0]}")
+        if not (note and note.startswith("LR tuning first")):
+            break
     states = sweep_states(sweep_dir / "runs", ids)
     print(format_status(states, names))
     print(f"sweep wall time {time.time() - t0:.0f}s")

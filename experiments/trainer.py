@@ -395,6 +395,11 @@ class Trainer:
             tokens_per_s=rate,
             mfu=(rate * tc.flops_per_token / (peak * self.d.world)) if (rate and peak) else None,
             time=vars(t).copy(),
+            peak_memory_gb=(
+                torch.cuda.max_memory_allocated(self.device) / 2**30
+                if self.device.type == "cuda"
+                else None
+            ),
             data_key=self.data.key,
         )
 

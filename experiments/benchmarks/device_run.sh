@@ -1,19 +1,42 @@
 #!/usr/bin/env bash
-# One device call: install the carried wheels, run the GPU tests, run both benchmarks.
-# Usage on the device: bash experiments/benchmarks/device_run.sh [tests|layer|train|all]
+# One call on the GPU machine (it starts bare): install the carried wheels and corpus, then run
+# the steps named, each writing under $OUT (what comes back):
+#   tests             the GPU tests (pytest -m gpu)
+#   bench:<configs>   experiments.benchmarks.sweep_bench with those configs
+#   study:<seconds>   the GPU study sweep, resumed from the committed run records in
+#                     docs/studies/kernel/runs, stopped (as Ctrl-C stops it) after <seconds>;
+#                     its run records come back as $OUT/study_runs.tgz, to be committed.
+# Carry: .gpu-wheels (MegaBlocks, Hydra and its joblib launcher) and .study-data (the tokenized
+# corpus, xz-compressed: experiments/corpora/debian_kernel.py, then experiments.prepare --xz).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD MOE_SCALING_CACHE=/tmp/moe-cache
+export MOE_GPU_DATA=$PWD/.study-data
 python3 -m pip install -q --no-deps --no-index .gpu-wheels/*.whl 2>&1 | tail -2
-python3 -c "import torch, megablocks; print('torch', torch.__version__, torch.cuda.get_device_name())"
-what=${1:-all}
-if [[ $what == tests || $what == all ]]; then
-  python3 -m pytest -q -m gpu tests/models/test_gpu_backends.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
-fi
-if [[ $what == layer || $what == all ]]; then
-  python3 -m experiments.benchmarks.moe_layer --json "$OUT/moe_layer.json" 2>&1 | tee "$OUT/moe_layer.log"
-fi
-if [[ $what == train || $what == all ]]; then
-  python3 -m experiments.benchmarks.train_step --json "$OUT/train_step.json" 2>&1 | tee "$OUT/train_step.log"
-fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+for step in "$@"; do
+  echo "=== $step ($(date +%T))"
+  case $step in
+    tests)
+      python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -30 ;;
+    bench:*)
+      python3 -m experiments.benchmarks.sweep_bench --configs "${step#bench:}" \
+        --json "$OUT/sweep_bench.json" --keep /tmp/bench 2>&1 | tee -a "$OUT/sweep_bench.log"
+      tar czf "$OUT/bench_logs.tgz" -C /tmp/bench --exclude='*.bin' . 2>/dev/null ;;
+    study:*)
+      mkdir -p sweeps/gpu/runs
+      cp -r docs/studies/kernel/runs/. sweeps/gpu/runs/ 2>/dev/null || true
+      setsid python3 -m experiments.sweep sweep=gpu hydra.sweep.dir=sweeps/gpu report=false \
+        > "$OUT/study.log" 2>&1 &
+      pid=$!
+      ( sleep "${step#study:}"; kill -INT -- "-$pid" 2>/dev/null ) &
+      timer=$!
+      wait "$pid"
+      kill "$timer" 2>/dev/null
+      tail -25 "$OUT/study.log"
+      tar czf "$OUT/study_runs.tgz" --exclude='*.pt' --exclude='.lock' -C sweeps/gpu runs \
+        $(cd sweeps/gpu && ls sweep_log.jsonl lr_rule.json plan.json 2>/dev/null) ;;
+  esac
+done

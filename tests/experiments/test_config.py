@@ -109,3 +109,29 @@ def test_lr_schedules(schedule):
     else:  # warmup, stable until the last 20%, linear decay to 10%
         assert all(v == 1.0 for v in lrs[10:80])
         assert lrs[-1] == pytest.approx(0.1) and lrs[90] == pytest.approx(1 - 0.9 * 11 / 20)
+
+
+def test_the_same_corpus_at_another_path_is_the_same_run(tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from tests.experiments.helpers import tiny_config
+
+    a = tmp_path / "here"
+    a.mkdir()
+    (np.arange(5000) % 256).astype(np.uint16).tofile(a / "train.bin")
+    (np.arange(800) % 256).astype(np.uint16).tofile(a / "val.bin")
+    (a / "meta.json").write_text('{"key": "abc123", "vocab_size": 256, "dtype": "uint16"}')
+    shutil.copytree(a, tmp_path / "there")
+    ids = [
+        from_dict(tiny_config(tmp_path, "data=bin", f"data.path={p}")).identity()
+        for p in (a, tmp_path / "there")
+    ]
+    assert ids[0] == ids[1] and ids[0]["data"]["fingerprint"] == "abc123"
+    (tmp_path / "there" / "meta.json").write_text('{"key": "other", "vocab_size": 256}')
+    from experiments.data import _fingerprint
+
+    _fingerprint.cache_clear()
+    other = from_dict(tiny_config(tmp_path, "data=bin", f"data.path={tmp_path / 'there'}"))
+    assert other.identity() != ids[0]

@@ -216,3 +216,36 @@ def test_missing_data_is_a_clear_error(tmp_path):
         DataConfig(source="text")
     with pytest.raises(DataError, match=r"no train\.bin"):
         DataConfig(source="bin", path=str(tmp_path), vocab_size=300)
+
+
+def test_max_train_tokens_keeps_whole_first_documents(tmp_path):
+    texts = _write_formats(tmp_path / "src")
+    full = builder.build(
+        CorpusSpec(
+            str(tmp_path / "src" / "jsonl"),
+            glob="*.jsonl",
+            tokenizer="bytes",
+            vocab_size=256,
+            val_fraction=0.2,
+        ),
+        tmp_path / "full",
+        progress=False,
+    )
+    capped = builder.build(
+        CorpusSpec(
+            str(tmp_path / "src" / "jsonl"),
+            glob="*.jsonl",
+            tokenizer="bytes",
+            vocab_size=256,
+            val_fraction=0.2,
+            max_train_tokens=5000,
+        ),
+        tmp_path / "cap",
+        progress=False,
+    )
+    n = capped["splits"]["train"]["tokens"]
+    assert 5000 - max(len(t) for t in texts) < n <= 5000
+    assert capped["splits"]["val"] == full["splits"]["val"] and capped["key"] != full["key"]
+    a = np.fromfile(tmp_path / "full" / "train.bin", np.uint16)
+    b = np.fromfile(tmp_path / "cap" / "train.bin", np.uint16)
+    assert np.array_equal(a[:n], b)  # the first documents, whole

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -114,3 +115,41 @@ def test_sweep_keeps_going_past_a_failed_run_and_can_retry_it(tmp_path):
     assert "1 failed" in status.stdout
     retried = _sweep(tmp_path, "retry_failed=true")
     assert retried.returncode == 0 and "12 runs: 12 done" in retried.stdout
+
+
+def test_lr_tuning_budget_plans_the_rest_with_fitted_lrs(tmp_path):
+    from experiments.sweep import plan_sweep
+
+    spec = _spec("micro", lrs=[1e-3, 3e-3, 1e-2], lr_tuning_budget=1e10)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        runs, _, note = plan_sweep(spec, tmp_path)
+        assert note.startswith("LR tuning first") and {r.budget for r in runs} == {1e10}
+        assert len(runs) == 2 * 3 * 3  # 2 sparsities x 3 sizes x 3 LRs
+        # the tuning runs finish: the best LR falls with size (planted)
+        for r in runs:
+            best = 3e-3 if r.d_model <= 12 else 1e-3
+            (tmp_path / "runs" / r.run_id).mkdir(parents=True)
+            (tmp_path / "runs" / r.run_id / "summary.json").write_text(
+                json.dumps(
+                    {
+                        "status": "done",
+                        "lr": r.lr,
+                        "params_active_non_embedding": r.n_rule,
+                        "val_loss": 2.0 + abs(np.log(r.lr / best)),
+                    }
+                )
+            )
+        runs, _, note = plan_sweep(spec, tmp_path)
+    rest = [r for r in runs if r.budget == 2e10]
+    assert "tuned points" in note and len(rest) == 2 * 3
+    assert all(1e-3 <= r.lr <= 1e-2 for r in rest)
+    small, large = min(rest, key=lambda r: r.d_model), max(rest, key=lambda r: r.d_model)
+    assert small.lr > large.lr  # carried up: larger models get the smaller LR
+    assert (tmp_path / "lr_rule.json").exists()
+
+
+def test_replicate_seeds_at_chosen_groups():
+    spec = _spec("micro", replicates={"seeds": [1], "groups": [[1e10, 0.75]]})
+    runs = _plan(spec)
+    extra = [r for r in runs if r.name.endswith("_s1")]
+    assert len(extra) == 3 and all(r.budget == 1e10 and r.sparsity == 0.75 for r in extra)

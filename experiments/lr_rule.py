@@ -1,0 +1,71 @@
+"""Learning rates carried from a tuning budget to the others.
+
+At the tuning budget every (size, E) point tries the spec's LR grid. The best LR of each point
+(lowest validation loss) is fitted as log LR = a + b log N_active + c log E, the form
+Ludziejewski et al. 2025 found (LR falls with size and with the number of experts), and the
+other budgets' runs take the fitted LR of their own (N_active, E), kept inside the grid tried
+(a fit is not trusted beyond the LRs it saw). With fewer than 4 tuned points, or one size,
+the fit drops the terms the points cannot determine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.accounting import account
+
+
+@dataclass
+class LRRule:
+    coef: list[float]  # a, b, c of log LR = a + b log N_active + c log E
+    grid: list[float]
+    points: list[dict]  # the best LR of each tuned (d_model, E)
+    at_edge: int  # tuned points whose best LR was the grid's smallest or largest
+
+    def __call__(self, tc) -> float:
+        n = account(tc.model).params_active_non_embedding
+        x = [1.0, math.log(n), math.log(tc.model.moe.num_experts / tc.model.moe.top_k)]
+        lr = math.exp(sum(c * v for c, v in zip(self.coef, x)))
+        return float(min(max(lr, min(self.grid)), max(self.grid)))
+
+    def describe(self) -> str:
+        a, b, c = self.coef
+        return (
+            f"LR = exp({a:.3f} {b:+.3f} ln N_active {c:+.3f} ln E) from {len(self.points)} "
+            f"tuned points (best at the grid's edge in {self.at_edge}), clipped to "
+            f"[{min(self.grid):g}, {max(self.grid):g}]"
+        )
+
+
+def fit_lr_rule(runs_root: Path, tuning_runs: list, grid: list[float]) -> LRRule | None:
+    """The rule from the tuning budget's finished runs; None if any of them is not done."""
+    best: dict[tuple, tuple[float, float, int, float]] = {}
+    for r in tuning_runs:
+        try:
+            s = json.loads((Path(runs_root) / r.run_id / "summary.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if s.get("status") != "done":
+            return None
+        key = (r.d_model, r.num_experts / r.top_k)
+        if key not in best or s["val_loss"] < best[key][0]:
+            best[key] = (s["val_loss"], s["lr"], s["params_active_non_embedding"], key[1])
+    points = [{"d_model": k[0], "E": k[1], "lr": v[1], "val_loss": v[0]} for k, v in best.items()]
+    y = np.log([v[1] for v in best.values()])
+    X = np.column_stack(
+        [
+            np.ones(len(y)),
+            np.log([v[2] for v in best.values()]),
+            np.log([v[3] for v in best.values()]),
+        ]
+    )
+    keep = [0] + [j for j in (1, 2) if np.ptp(X[:, j]) > 0 and len(y) >= 4]
+    coef = np.zeros(3)
+    coef[keep] = np.linalg.lstsq(X[:, keep], y, rcond=None)[0]
+    edge = sum(p["lr"] in (min(grid), max(grid)) for p in points) if len(grid) >= 3 else 0
+    return LRRule(coef.tolist(), list(grid), points, int(edge))
