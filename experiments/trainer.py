@@ -115,6 +115,8 @@ class Trainer:
         self.backend = resolve_backend(tc.model.moe.backend, device)
         cfg = replace(tc.model, moe=replace(tc.model.moe, backend=self.backend))
         torch.manual_seed(tc.seed)
+        if device.type == "cuda":  # a sweep's worker trains run after run: this run's peak
+            torch.cuda.reset_peak_memory_stats(device)
         self.ep = dist_.expert_groups(self.d, tc.model.moe.expert_parallel)
         self.model = MoETransformer(cfg, self.ep).to(device)
         self.acc = account(tc.model)
