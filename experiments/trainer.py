@@ -115,10 +115,10 @@ class Trainer:
         self.backend = resolve_backend(tc.model.moe.backend, device)
         cfg = replace(tc.model, moe=replace(tc.model.moe, backend=self.backend))
         torch.manual_seed(tc.seed)
-        if device.type == "cuda":  # a sweep's worker trains run after run: this run's peak
-            torch.cuda.reset_peak_memory_stats(device)
         self.ep = dist_.expert_groups(self.d, tc.model.moe.expert_parallel)
         self.model = MoETransformer(cfg, self.ep).to(device)
+        if device.type == "cuda":  # a sweep's worker trains run after run: this run's peak
+            torch.cuda.reset_peak_memory_stats(device)
         self.acc = account(tc.model)
         self.parallel = dist_.choose_parallel(tc.run.parallel, self.acc.params_total, device)
         if self.ep and self.parallel == "fsdp":
@@ -177,7 +177,8 @@ class Trainer:
             if self.d.is_main:
                 self.rd.metrics.unlink(missing_ok=True)
             return False
-        ckpt = torch.load(self.rd.checkpoint, map_location=self.device, weights_only=True)
+        # On the host: the RNG states must stay CPU tensors; weights are copied into place.
+        ckpt = torch.load(self.rd.checkpoint, map_location="cpu", weights_only=True)
         if ckpt.get("run_id", self.rid) != self.rid:
             raise RuntimeError(f"{self.rd.checkpoint} belongs to run {ckpt['run_id']}")
         load_training_state(
