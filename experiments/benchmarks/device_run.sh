@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine (it starts bare): install the carried wheels and corpus, then run
 # the steps named, each writing under $OUT (what comes back):
-#   tests             the GPU tests (pytest -m gpu)
+#   tests[:<path>]    the GPU tests (pytest -m gpu), all or those under <path>
 #   bench:<configs>   experiments.benchmarks.sweep_bench with those configs
 #   study:<seconds>   the GPU study sweep, resumed from the committed run records in
 #                     docs/studies/kernel/runs, stopped (as Ctrl-C stops it) after <seconds>;
@@ -19,8 +19,10 @@ python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.
 for step in "$@"; do
   echo "=== $step ($(date +%T))"
   case $step in
-    tests)
-      python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -30 ;;
+    tests|tests:*)
+      target=tests; [[ $step == tests:* ]] && target=${step#tests:}
+      python3 -m pytest -q -m gpu $target -p no:cacheprovider 2>&1 | tee -a "$OUT/gpu_tests.log" \
+        | tail -30 ;;
     bench:*)
       python3 -m experiments.benchmarks.sweep_bench --configs "${step#bench:}" \
         --json "$OUT/sweep_bench.json" --keep /tmp/bench 2>&1 | tee -a "$OUT/sweep_bench.log"
