@@ -86,6 +86,11 @@ class LoopConfig(Typed):
     """Fail the run when the training loss exceeds this times its first value."""
     compile: Literal["auto", True, False] = field(default="auto", metadata=LOGISTICS)
     """torch.compile the model: auto = the measured-faster choice on CUDA, off on CPU."""
+    compile_mode: Literal["default", "reduce-overhead"] = field(
+        default="default", metadata=LOGISTICS
+    )
+    """torch.compile's mode; reduce-overhead replays each step as CUDA graphs, which removes
+    the per-kernel launch cost that bounds small models."""
     nan_at_step: int | None = None
     """Fault injection for tests: the loss becomes NaN at this step."""
 

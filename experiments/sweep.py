@@ -137,7 +137,9 @@ def launch_overrides(cfg: DictConfig, configs: list, user: list[str]) -> list[st
     )
     print(f"packing: {pack.runs_per_gpu} run(s) per GPU on {n_gpus} GPU(s): {pack.reason}")
     jobs = pack.runs_per_gpu * n_gpus
-    out = [f"run.gpu_slots={pack.runs_per_gpu}"]
+    # Each packed run drives its GPU from one host thread; more would fight over the cores.
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    out = [f"run.gpu_slots={pack.runs_per_gpu}", f"run.threads={threads}"]
     if jobs > 1:
         out += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
     return out

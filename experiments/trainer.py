@@ -129,7 +129,10 @@ class Trainer:
         wrapped = dist_.wrap(self.model, self.d, self.parallel, device)
         self.total = tc.steps
         self.compiled = use_compile(tc.train.compile, device, self.total)
-        self.step_fn = torch.compile(wrapped) if self.compiled else wrapped
+        self.graphs = self.compiled and tc.train.compile_mode == "reduce-overhead"
+        self.step_fn = (
+            torch.compile(wrapped, mode=tc.train.compile_mode) if self.compiled else wrapped
+        )
         # Fused AdamW does not take FSDP's sharded (DTensor) parameters.
         fused = device.type == "cuda" and self.parallel != "fsdp"
         self.opt = build_optimizer(self.model, tc.optim, device, fused=fused)
@@ -198,6 +201,8 @@ class Trainer:
     # -- the loop --
     def train_step(self, step: int) -> None:
         tc = self.tc
+        if self.graphs:  # each optimiser step is a new CUDA-graph tree step
+            torch.compiler.cudagraph_mark_step_begin()
         t0 = time.perf_counter()
         x, y = self.batches.get(step)
         self.state.time.data_s += time.perf_counter() - t0
@@ -215,7 +220,8 @@ class Trainer:
             dist_.clip_grad_norm_(self.model, tc.optim.grad_clip, self.ep)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        self.pending.append((step, loss.detach(), out.aux_loss.detach()))
+        # Copies: a CUDA-graph replay reuses its output buffers at the next step.
+        self.pending.append((step, loss.detach().clone(), out.aux_loss.detach().clone()))
         self.last_aux = out.aux
 
     def flush(self) -> tuple[float, float] | None:

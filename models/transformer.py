@@ -59,8 +59,10 @@ class Attention(nn.Module):
     def forward(self, x_BSD, cos_SH, sin_SH):
         B, S, D = x_BSD.shape
         shape = (B, S, self.n_heads, self.head_dim)
-        q = apply_rotary(self.q_norm(self.wq(x_BSD).view(shape)), cos_SH, sin_SH)
-        k = apply_rotary(self.k_norm(self.wk(x_BSD).view(shape)), cos_SH, sin_SH)
+        # QK-norm in float32: under bf16 autocast the projections come out in bf16, and
+        # RMSNorm with a float32 weight on a bf16 input falls back to an unfused kernel chain.
+        q = apply_rotary(self.q_norm(self.wq(x_BSD).view(shape).float()), cos_SH, sin_SH)
+        k = apply_rotary(self.k_norm(self.wk(x_BSD).view(shape).float()), cos_SH, sin_SH)
         v = self.wv(x_BSD).view(shape)
         y_BHSD = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True

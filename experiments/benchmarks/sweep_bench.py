@@ -27,6 +27,10 @@ CONFIGS = {
     "single": ("1 run at a time, eager", ["runs_per_gpu=1"], ["train.compile=false"]),
     "compile": ("packed, torch.compile", [], ["train.compile=true"]),
     "mps": ("packed under NVIDIA MPS, eager", [], ["train.compile=false"]),
+    "graphs": ("packed, torch.compile reduce-overhead (CUDA graphs)", [],
+               ["train.compile=true", "train.compile_mode=reduce-overhead"]),
+    "graphs-mps": ("packed under MPS, CUDA graphs", [],
+                   ["train.compile=true", "train.compile_mode=reduce-overhead"]),
     "megablocks": (
         "packed, MegaBlocks backend, eager",
         [],
@@ -51,7 +55,8 @@ def _mps(start: bool) -> str:
 def run_config(name: str, workdir: Path) -> dict:
     label, launch, train = CONFIGS[name]
     sweep_dir = workdir / name
-    note = _mps(True) if name == "mps" else ""
+    mps = name.endswith("mps")
+    note = _mps(True) if mps else ""
     t0 = time.time()
     cmd = [
         sys.executable,
@@ -65,7 +70,7 @@ def run_config(name: str, workdir: Path) -> dict:
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.time() - t0
-    if name == "mps":
+    if mps:
         _mps(False)
     (workdir / f"{name}.log").write_text(out.stdout + out.stderr)
     log = (

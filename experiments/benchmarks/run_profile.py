@@ -1,0 +1,95 @@
+"""Where one training run's time goes, on the trainer's own path (prints a table).
+
+    python -m experiments.benchmarks.run_profile <experiments.train overrides...>
+
+Builds the run's Trainer as ``experiments.train`` does, then times: setup (model, data,
+optimiser), the first steps (compilation, allocator growth), and steady steps (host time per
+step, and device time with a synchronise per step), and prints torch.profiler's top operators
+over ten steady steps, on the host and on the GPU. Nothing is written to a run directory.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from experiments.config import from_dict
+from experiments.data import prepare
+from experiments.devices import gpu_slot
+from experiments.record import RunDir
+from experiments.train import resolve
+from experiments.trainer import Trainer
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def main(overrides: list[str]) -> None:
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        tc = from_dict(resolve(compose("train", overrides=overrides)))
+    with gpu_slot(tc.run.device, 1) as device:
+        t0 = time.perf_counter()
+        data = prepare(tc.data)
+        t_data = time.perf_counter() - t0
+        trainer = Trainer(tc, "profile", RunDir(Path(tempfile.mkdtemp())), data, device)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync()
+        t_setup = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for step in range(3):
+            trainer.train_step(step)
+        trainer.flush()
+        t_first = time.perf_counter() - t0
+        n = 50
+        t0 = time.perf_counter()
+        for step in range(3, 3 + n):
+            trainer.train_step(step)
+        t_host = (time.perf_counter() - t0) / n
+        trainer.flush()
+        sync()
+        t_async = (time.perf_counter() - t0) / n
+        t0 = time.perf_counter()
+        for step in range(3 + n, 3 + 2 * n):
+            trainer.train_step(step)
+            sync()
+        t_synced = (time.perf_counter() - t0) / n
+        tokens = tc.tokens_per_step
+        print(
+            f"{tc.model.d_model=} {tc.model.n_layers=} E={tc.model.moe.num_experts} "
+            f"batch={tc.train.batch_size}x{tc.model.seq_len} backend={trainer.backend} "
+            f"compiled={trainer.compiled} device={device}"
+        )
+        print(
+            f"data {t_data:.2f}s, setup (incl. data) {t_setup:.2f}s, first 3 steps {t_first:.2f}s"
+        )
+        print(
+            f"steady step: {1e3 * t_async:.2f} ms ({tokens / t_async:,.0f} tok/s, MFU "
+            f"{tokens * tc.flops_per_token / t_async / 989e12:.2%}); host alone "
+            f"{1e3 * t_host:.2f} ms; with a sync per step {1e3 * t_synced:.2f} ms"
+        )
+        if device.type != "cuda":
+            return
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for step in range(200, 210):
+                trainer.train_step(step)
+            sync()
+        print(
+            prof.key_averages().table(
+                sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=50
+            )
+        )
+        print(
+            prof.key_averages().table(
+                sort_by="self_cuda_time_total", row_limit=12, max_name_column_width=50
+            )
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
