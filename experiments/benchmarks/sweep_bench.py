@@ -27,10 +27,16 @@ CONFIGS = {
     "single": ("1 run at a time, eager", ["runs_per_gpu=1"], ["train.compile=false"]),
     "compile": ("packed, torch.compile", [], ["train.compile=true"]),
     "mps": ("packed under NVIDIA MPS, eager", [], ["train.compile=false"]),
-    "graphs": ("packed, torch.compile reduce-overhead (CUDA graphs)", [],
-               ["train.compile=true", "train.compile_mode=reduce-overhead"]),
-    "graphs-mps": ("packed under MPS, CUDA graphs", [],
-                   ["train.compile=true", "train.compile_mode=reduce-overhead"]),
+    "graphs": (
+        "packed, torch.compile reduce-overhead (CUDA graphs)",
+        [],
+        ["train.compile=true", "train.compile_mode=reduce-overhead"],
+    ),
+    "graphs-mps": (
+        "packed under MPS, CUDA graphs",
+        [],
+        ["train.compile=true", "train.compile_mode=reduce-overhead"],
+    ),
     "megablocks": (
         "packed, MegaBlocks backend, eager",
         [],

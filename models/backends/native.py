@@ -72,8 +72,8 @@ _fused: dict = {}
 def _fuse(fn, x: torch.Tensor):
     """fn compiled into one elementwise kernel (forward and backward) on CUDA; eager elsewhere
     or without triton (inductor's CUDA code generator): eager is correct, only slower."""
-    if not x.is_cuda:
-        return fn
+    if not x.is_cuda or torch.compiler.is_compiling():
+        return fn  # inside a compiled model the outer compile fuses it (and nesting breaks it)
     if fn not in _fused:
         # torch.compile is lazy (it fails at the first call, not here), so ask up front.
         has_triton = importlib.util.find_spec("triton") is not None
