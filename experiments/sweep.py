@@ -158,7 +158,8 @@ def launch(
         "--multirun",
         "--config-dir",
         str(sweep_dir / "plan"),
-        f"+planned={','.join(run_ids)}",
+        # quoted: a hex id such as 8e031234abcd would otherwise be read as a float
+        "+planned=" + ",".join(f"'{rid}'" for rid in run_ids),
         *spec.train,
         f"hydra.sweep.dir={sweep_dir}",
         f"run.root={sweep_dir / 'runs'}",
