@@ -5,7 +5,8 @@
 #   bench:<configs>   experiments.benchmarks.sweep_bench with those configs
 #   study:<seconds>   the GPU study sweep, resumed from the committed run records in
 #                     docs/studies/kernel/runs, stopped (as Ctrl-C stops it) after <seconds>;
-#                     its run records come back as $OUT/study_runs.tgz, to be committed.
+#                     its run records come back as $OUT/study_runs.tgz, to be committed
+#                     ($STUDY_ARGS: extra sweep overrides, e.g. "sweep.budgets=[6e13,1.9e14]").
 # Carry: .gpu-wheels (MegaBlocks, Hydra and its joblib launcher) and .study-data (the tokenized
 # corpus, xz-compressed: experiments/corpora/debian_kernel.py, then experiments.prepare --xz).
 set -uo pipefail
@@ -30,7 +31,7 @@ for step in "$@"; do
     study:*)
       mkdir -p sweeps/gpu/runs
       cp -r docs/studies/kernel/runs/. sweeps/gpu/runs/ 2>/dev/null || true
-      setsid python3 -m experiments.sweep sweep=gpu hydra.sweep.dir=sweeps/gpu report=false \
+      setsid python3 -m experiments.sweep sweep=gpu hydra.sweep.dir=sweeps/gpu report=false ${STUDY_ARGS:-} \
         > "$OUT/study.log" 2>&1 &
       pid=$!
       ( sleep "${step#study:}"; kill -INT -- "-$pid" 2>/dev/null ) &
