@@ -293,11 +293,17 @@ def read_sweep_log(sweep_dir: Path) -> list[dict]:
     return read_jsonl(sweep_dir / "sweep_log.jsonl")[0]
 
 
-def plan_sweep(spec: SweepSpec, sweep_dir: Path) -> tuple[list, list, str | None]:
+def plan_sweep(
+    spec: SweepSpec, sweep_dir: Path, only: list[float] | None = None
+) -> tuple[list, list, str | None]:
     """(runs, configs, note). With an LR-tuning budget, the other budgets are planned once its
-    runs are done (their LRs come from them); until then only the tuning budget is."""
+    runs are done (their LRs come from them); until then only the tuning budget is. ``only``
+    restricts the plan to some of the spec's budgets."""
+    unknown = [b for b in only or [] if b not in spec.budgets]
+    if unknown:
+        raise ConfigError(f"budgets={unknown}: not among the spec's budgets {spec.budgets}")
     if spec.lr_tuning_budget is None:
-        return *make_plan(spec), None
+        return *make_plan(spec, budgets=only or None), None
     from experiments.lr_rule import fit_lr_rule
 
     tune, tune_cfgs = make_plan(spec, budgets=[spec.lr_tuning_budget])
@@ -312,7 +318,9 @@ def plan_sweep(spec: SweepSpec, sweep_dir: Path) -> tuple[list, list, str | None
             ),
         )
     rest, rest_cfgs = make_plan(
-        spec, lr_rule=rule, budgets=[b for b in spec.budgets if b != spec.lr_tuning_budget]
+        spec,
+        lr_rule=rule,
+        budgets=[b for b in spec.budgets if b != spec.lr_tuning_budget and (not only or b in only)],
     )
     atomic_write_json(sweep_dir / "lr_rule.json", asdict(rule))
     return tune + rest, tune_cfgs + rest_cfgs, rule.describe()
@@ -339,7 +347,7 @@ def run_sweep(cfg: DictConfig) -> int:
     spec.train = [*spec.train, *cfg.train_overrides]
     t0 = time.time()
     for _ in range(2):  # twice at most: an LR-tuning budget, then the budgets it informs
-        runs, configs, note = plan_sweep(spec, sweep_dir)
+        runs, configs, note = plan_sweep(spec, sweep_dir, [float(b) for b in cfg.budgets])
         names = {r.run_id: r.name for r in runs}
         ids = [r.run_id for r in runs]
         states = sweep_states(sweep_dir / "runs", ids)

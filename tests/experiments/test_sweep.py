@@ -153,3 +153,13 @@ def test_replicate_seeds_at_chosen_groups():
     runs = _plan(spec)
     extra = [r for r in runs if r.name.endswith("_s1")]
     assert len(extra) == 3 and all(r.budget == 1e10 and r.sparsity == 0.75 for r in extra)
+
+
+def test_train_only_some_budgets_now(tmp_path):
+    from experiments.sweep import plan_sweep
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        runs, _, _ = plan_sweep(_spec("micro"), tmp_path, only=[2e10])
+        assert {r.budget for r in runs} == {2e10}
+        with pytest.raises(ConfigError, match="not among the spec's budgets"):
+            plan_sweep(_spec("micro"), tmp_path, only=[3e10])
