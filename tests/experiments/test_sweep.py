@@ -158,8 +158,9 @@ def test_replicate_seeds_at_chosen_groups():
 def test_train_only_some_budgets_now(tmp_path):
     from experiments.sweep import plan_sweep
 
+    spec = _spec("micro")
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        runs, _, _ = plan_sweep(_spec("micro"), tmp_path, only=[2e10])
+        runs, _, _ = plan_sweep(spec, tmp_path, only=[2e10])
         assert {r.budget for r in runs} == {2e10}
         with pytest.raises(ConfigError, match="not among the spec's budgets"):
-            plan_sweep(_spec("micro"), tmp_path, only=[3e10])
+            plan_sweep(spec, tmp_path, only=[3e10])
