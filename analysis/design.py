@@ -87,7 +87,13 @@ def best_lr(df: pd.DataFrame, loss: str) -> tuple[pd.DataFrame, dict | None]:
             cells += 1
             edge += g.loc[best, "lr"] in (lrs[0], lrs[-1]) and len(lrs) >= 3
     out = df.loc[sorted(keep)].reset_index(drop=True)
-    grids = sorted({tuple(sorted(g["lr"].unique())) for _, g in df.groupby(list(CELL))})
+    grids = sorted(
+        {
+            tuple(sorted(g["lr"].unique()))
+            for _, g in df.groupby(list(CELL))
+            if g["lr"].nunique() > 1
+        }
+    )
     summary = {
         "points": cells,
         "best_at_edge": int(edge),

@@ -82,7 +82,7 @@ def isoflop_curves(
             lo, hi = np.log(g[n_col].min()) - 0.3, np.log(g[n_col].max()) + 0.3
             x = np.linspace(lo, hi, 100)
             ax.plot(np.exp(x), np.polyval(r[coef_key], x), color=colors[s], lw=1.2)
-            if np.isfinite(r[key]) and lo <= np.log(r[key]) <= hi:
+            if np.isfinite(r[key]) and r[key] > 0 and lo <= np.log(r[key]) <= hi:
                 ax.scatter(
                     [r[key]],
                     [np.polyval(r[coef_key], np.log(r[key]))],

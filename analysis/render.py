@@ -34,6 +34,13 @@ def num(v, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
+def size(v) -> str:
+    """A parabola's N*: 'no minimum' where it opens downwards (N* = 0 or inf)."""
+    if v is None or v == 0 or (isinstance(v, float) and not math.isfinite(v)):
+        return "no minimum"
+    return num(v)
+
+
 def ci(interval) -> str:
     """[lo, hi]; a side the resamples do not bound prints as 'unbounded'; no interval '–'."""
     if not isinstance(interval, (list, tuple)) or len(interval) != 2:
@@ -66,7 +73,7 @@ def _isoflop(iso: dict) -> list[str]:
         br = "yes" if g["bracketed"] else f"no: {g['why_not_bracketed']}"
         lines.append(
             f"| {num(g['C'], 3)} | {g['sparsity']:.3f} | {g['n_runs']} | {br} | "
-            f"{num(g['n_star'])} | {ci(g['n_star_ci'])} | {num(g['n_star_active'])} | "
+            f"{size(g['n_star'])} | {ci(g['n_star_ci'])} | {size(g['n_star_active'])} | "
             f"{ci(g['n_star_active_ci'])} | {num(g['d_star'])} | {num(g['loss_star'])} | "
             f"{ci(g['loss_star_ci'])} | {num(g['best_loss'])} at N={num(g['best_n'])} |"
         )
