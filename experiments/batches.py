@@ -1,4 +1,4 @@
-"""Training batches and the validation sample.
+"""Training batches.
 
 A batch is a pure function of (seed, step): step ``s`` draws the window starts of all ranks
 together from a generator seeded with (seed, s), so the data order is the same whatever the
@@ -8,15 +8,9 @@ device, the number of ranks or where a run was resumed. Rank r of W takes rows
 On CUDA the training tokens live on the GPU (when they fit) and the starts are drawn for 1024
 steps at a time and copied once: building a batch is then two small kernels and no host work.
 Otherwise rows are gathered on the host and copied from pinned memory without blocking.
-
-The validation sample is ``eval_tokens`` worth of windows spread evenly over the whole
-validation split, so every document contributes in proportion to its length; its standard
-error is computed over documents (windows of one document are correlated).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -88,36 +82,3 @@ class Batches:
             if self.device.type == "cuda":
                 rows = rows.pin_memory().to(self.device, non_blocking=True)
         return rows[:, :-1], rows[:, 1:]
-
-
-def validation_windows(
-    val: np.ndarray, val_docs: np.ndarray, seq_len: int, eval_tokens: int
-) -> tuple[torch.Tensor, np.ndarray]:
-    """(windows of seq_len + 1 tokens, the document each starts in), spread evenly over the
-    whole validation split."""
-    room = len(val) - seq_len - 1
-    if room < 0:
-        raise ValueError(
-            f"model.seq_len={seq_len} is longer than the validation split ({len(val)} tokens)"
-        )
-    n = max(1, min(eval_tokens // seq_len, room + 1))
-    starts = np.unique(np.linspace(0, room, n).round().astype(np.int64))
-    rows = np.stack([np.asarray(val[s : s + seq_len + 1], dtype=np.int64) for s in starts])
-    docs = np.searchsorted(val_docs, starts, side="right") - 1
-    return torch.from_numpy(rows), docs
-
-
-def clustered_mean(values: np.ndarray, clusters: np.ndarray) -> tuple[float, float | None, int]:
-    """(mean, cluster-robust standard error, number of clusters) of equally weighted values.
-
-    Windows of one document are correlated, so the error is computed from per-document sums of
-    deviations (the sandwich estimator with the G/(G-1) small-sample factor); None with fewer
-    than two documents, where no error can be estimated."""
-    mean = float(values.mean())
-    ids, inverse = np.unique(clusters, return_inverse=True)
-    g = len(ids)
-    if g < 2:
-        return mean, None, g
-    sums = np.bincount(inverse, weights=values - mean)
-    var = g / (g - 1) * float((sums**2).sum()) / len(values) ** 2
-    return mean, math.sqrt(var), g

@@ -240,10 +240,11 @@ def _materialise_bin(cfg: DataConfig, out: Path) -> None:
 def prepare(cfg: DataConfig) -> Dataset:
     """Tokenize (or reuse the cached shards of) the configured corpus."""
     from experiments import prepare as builder
+    from experiments.corpus import corpus_key, spec_for
 
     root = cfg.cache_root
     root.mkdir(parents=True, exist_ok=True)
-    key = _bin_key(cfg) if cfg.source == "bin" else builder.corpus_key(builder.spec_for(cfg))
+    key = _bin_key(cfg) if cfg.source == "bin" else corpus_key(spec_for(cfg))
     final = root / key
     with open(root / f".{key}.lock", "w") as lock:  # concurrent runs of a sweep prepare once
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -253,7 +254,7 @@ def prepare(cfg: DataConfig) -> Dataset:
                 if cfg.source == "bin":
                     _materialise_bin(cfg, tmp)
                 else:
-                    builder.build(builder.spec_for(cfg), tmp, progress=False)
+                    builder.build(spec_for(cfg), tmp, progress=False)
                 if final.exists():
                     shutil.rmtree(final)
                 os.replace(tmp, final)

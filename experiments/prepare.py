@@ -19,220 +19,30 @@ vocabularies above 65536), ``val_docs.npy`` (each validation document's start of
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import lzma
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-CORPORA_DIR = Path(__file__).parent / "corpora"
+from experiments import corpus
+from experiments.corpus import (
+    FORMAT_VERSION,
+    CorpusSpec,
+    Piece,
+    PrepareError,
+    corpus_key,
+    documents,
+    is_validation,
+    pieces,
+    source_fingerprint,
+)
+
 EOT = "<|endoftext|>"
-FORMAT_VERSION = 2
-PART_BYTES = 64 << 20
-CHUNK_CHARS = 100_000
-
-
-@dataclass
-class CorpusSpec:
-    source: str  # "sotu" or a path
-    glob: str = "**/*.txt"
-    text_key: str = "text"
-    tokenizer: str = "bpe"  # bpe | bytes | path to a tokenizer.json
-    vocab_size: int = 2048
-    val_fraction: float = 0.05
-    bpe_sample_bytes: int = 256 << 20  # text the BPE is trained on (the first training docs)
-    max_train_tokens: int | None = None  # keep the first documents up to this many tokens
-
-
-def spec_for(cfg) -> CorpusSpec:
-    """The CorpusSpec of a DataConfig (source sotu or text)."""
-    source = "sotu" if cfg.source == "sotu" else str(Path(cfg.path).expanduser().resolve())
-    tok = (
-        str(Path(cfg.tokenizer_file).expanduser().resolve())
-        if cfg.tokenizer_file
-        else cfg.tokenizer
-    )
-    return CorpusSpec(source, cfg.glob, cfg.text_key, tok, cfg.vocab_size, cfg.val_fraction)
-
-
-class PrepareError(ValueError):
-    """The corpus cannot be prepared as asked; the message says why."""
-
-
-# ---- pieces and documents -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Piece:
-    path: str  # "" for the embedded corpus
-    kind: str  # sotu | txt | chunks | jsonl | parquet
-    start: int  # byte offset (chunks, jsonl) or row group (parquet)
-    end: int
-    size: int  # bytes, for progress and part sizing
-
-
-def _kind(p: Path) -> str:
-    name = p.name.lower()
-    if name.endswith((".jsonl", ".jsonl.xz", ".json.xz", ".ndjson")):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    return "txt"
-
-
-def _line_ranges(path: Path, size: int) -> list[tuple[int, int]]:
-    """Byte ranges of about PART_BYTES, each ending at a newline."""
-    ranges, start = [], 0
-    with open(path, "rb") as f:
-        while start < size:
-            f.seek(min(start + PART_BYTES, size))
-            f.readline()
-            end = min(f.tell(), size) if start + PART_BYTES < size else size
-            ranges.append((start, end))
-            start = end
-    return ranges
-
-
-def pieces(spec: CorpusSpec) -> list[Piece]:
-    if spec.source == "sotu":
-        p = CORPORA_DIR / "sotu.jsonl.xz"
-        return [Piece("", "sotu", 0, 0, p.stat().st_size * 4)]
-    root = Path(spec.source)
-    files = [root] if root.is_file() else sorted(p for p in root.glob(spec.glob) if p.is_file())
-    if not files:
-        raise PrepareError(f"no files matching {spec.glob!r} under {root}")
-    out = []
-    for p in files:
-        rel, size, kind = (
-            str(p.relative_to(root.parent if root.is_file() else root)),
-            p.stat().st_size,
-            _kind(p),
-        )
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            meta = pq.ParquetFile(p).metadata
-            out += [
-                Piece(rel, kind, g, g + 1, meta.row_group(g).total_byte_size)
-                for g in range(meta.num_row_groups)
-            ]
-        elif kind == "jsonl" and not p.name.endswith(".xz"):
-            out += [Piece(rel, kind, a, b, b - a) for a, b in _line_ranges(p, size)]
-        elif kind == "txt" and root.is_file():
-            out += [Piece(rel, "chunks", a, b, b - a) for a, b in _line_ranges(p, size)]
-        else:
-            out.append(Piece(rel, kind, 0, size, size))
-    return out
-
-
-def _base(spec: CorpusSpec) -> Path:
-    root = Path(spec.source)
-    return root.parent if root.is_file() else root
-
-
-def documents(spec: CorpusSpec, piece: Piece) -> Iterator[tuple[str, str]]:
-    """(document id, text) of one piece; the id decides the train/validation split."""
-    if piece.kind == "sotu":
-        with lzma.open(CORPORA_DIR / "sotu.jsonl.xz", "rt", encoding="utf-8") as f:
-            for line in f:
-                doc = json.loads(line)
-                yield doc["id"], doc["text"]
-        return
-    path = _base(spec) / piece.path
-    if piece.kind == "txt":
-        yield piece.path, path.read_text(encoding="utf-8", errors="replace")
-    elif piece.kind == "chunks":
-        with open(path, "rb") as f:
-            f.seek(piece.start)
-            text = f.read(piece.end - piece.start).decode("utf-8", errors="replace")
-        start = 0
-        while start < len(text):
-            end = text.find("\n", start + CHUNK_CHARS)
-            end = len(text) if end < 0 else end + 1
-            yield f"{piece.path}@{piece.start + start}", text[start:end]
-            start = end
-    elif piece.kind == "jsonl":
-        for offset, line in _jsonl_lines(path, piece):
-            if line.strip():
-                yield f"{piece.path}@{offset}", _text_of(json.loads(line), spec, piece.path)
-    else:  # parquet row group
-        import pyarrow.parquet as pq
-
-        table = pq.ParquetFile(path).read_row_group(piece.start, columns=[spec.text_key])
-        for i, text in enumerate(table.column(spec.text_key).to_pylist()):
-            yield f"{piece.path}#{piece.start}:{i}", text or ""
-
-
-def _jsonl_lines(path: Path, piece: Piece) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, line) of the piece's lines; an .xz file is one piece read from its start."""
-    compressed = path.name.endswith(".xz")
-    with lzma.open(path, "rb") if compressed else open(path, "rb") as f:
-        if not compressed:
-            f.seek(piece.start)
-        offset = piece.start
-        for line in f:
-            if not compressed and offset >= piece.end:
-                return
-            yield offset, line
-            offset += len(line)
-
-
-def _text_of(row: dict, spec: CorpusSpec, where: str) -> str:
-    if spec.text_key not in row:
-        raise PrepareError(
-            f"{where}: a JSON line has no {spec.text_key!r} field "
-            f"(fields: {sorted(row)}); pass --text-key"
-        )
-    return row[spec.text_key] or ""
-
-
-def is_validation(doc_id: str, val_fraction: float) -> bool:
-    h = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "little")
-    return (h % 1_000_000) < val_fraction * 1_000_000
-
-
-# ---- keys ---------------------------------------------------------------------------------
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def source_fingerprint(spec: CorpusSpec) -> dict[str, str]:
-    """sha256 of every input file (the record of exactly what was tokenized)."""
-    if spec.source == "sotu":
-        return {"sotu.jsonl.xz": _file_sha256(CORPORA_DIR / "sotu.jsonl.xz")}
-    base = _base(spec)
-    return {p: _file_sha256(base / p) for p in sorted({x.path for x in pieces(spec)})}
-
-
-def _tokenizer_fingerprint(spec: CorpusSpec) -> str:
-    if spec.tokenizer in ("bpe", "bytes"):
-        return spec.tokenizer
-    return "file:" + _file_sha256(Path(spec.tokenizer))
-
-
-def corpus_key(spec: CorpusSpec, files: dict[str, str] | None = None) -> str:
-    settings = asdict(spec) | {
-        "format": FORMAT_VERSION,
-        "files": files or source_fingerprint(spec),
-        "tokenizer": _tokenizer_fingerprint(spec),
-    }
-    settings.pop("source")  # the content is the identity, not where it lives
-    if spec.tokenizer != "bpe":
-        settings.pop("bpe_sample_bytes")
-    if spec.max_train_tokens is None:
-        settings.pop("max_train_tokens")  # keeps the keys of uncapped corpora unchanged
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---- tokenizers ---------------------------------------------------------------------------
@@ -308,7 +118,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def _group(all_pieces: list[Piece]) -> list[list[Piece]]:
     parts, current, size = [], [], 0
     for p in all_pieces:
-        if current and size + p.size > PART_BYTES:
+        if current and size + p.size > corpus.PART_BYTES:
             parts.append(current)
             current, size = [], 0
         current.append(p)

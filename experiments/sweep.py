@@ -19,7 +19,6 @@ output root is Hydra's ``hydra.sweep.dir`` (default ``sweeps/<name>``); run dire
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -36,11 +35,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import ConfigError, DataError, from_dict
 from experiments.plan import PlannedRun, SweepSpec, format_table, plan, repeated
-from experiments.record import SUMMARY, atomic_write_json, run_id
+from experiments.record import atomic_write_json, run_id
+from experiments.slurm import FORWARDED_HYDRA, render_sweep
 from experiments.status import format_status, sweep_states, to_train
+from experiments.throughput import efficiency, format_efficiency, read_sweep_log
 from experiments.train import resolve
 
-FORWARDED_HYDRA = ("hydra/launcher", "hydra.launcher", "hydra.sweeper")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PLANNER_KEYS = (
     "model.d_model",
@@ -212,87 +212,6 @@ def _unique_tokens(tc) -> int | None:
         return None
 
 
-def efficiency(
-    sweep_dir: Path, run_ids: list[str], wall: float, gpus: int, peak: float | None
-) -> dict:
-    """Throughput of the runs this invocation finished: the sweep's one number."""
-    flops = tokens = 0.0
-    runs = 0
-    for rid in run_ids:
-        try:
-            s = json.loads((sweep_dir / "runs" / rid / SUMMARY).read_text())
-        except (OSError, ValueError):
-            continue
-        if s.get("status") == "done":
-            flops, tokens, runs = flops + s["flops"], tokens + s["tokens"], runs + 1
-    entry = {
-        "time": time.time(),
-        "wall_s": wall,
-        "gpus": gpus,
-        "runs": runs,
-        "flops": flops,
-        "tokens": tokens,
-        "peak_flops_per_gpu": peak,
-    }
-    with open(sweep_dir / "sweep_log.jsonl", "a") as f:
-        f.write(json.dumps(entry) + "\n")
-    return entry
-
-
-def format_efficiency(entries: list[dict]) -> str:
-    wall = sum(e["wall_s"] for e in entries)
-    flops, tokens = sum(e["flops"] for e in entries), sum(e["tokens"] for e in entries)
-    runs = sum(e["runs"] for e in entries)
-    gpus = max((e["gpus"] for e in entries), default=0)
-    peak = next((e["peak_flops_per_gpu"] for e in entries if e.get("peak_flops_per_gpu")), None)
-    text = (
-        f"throughput: {runs} runs trained in {wall:.0f}s of sweep wall time: "
-        f"{tokens / max(wall, 1e-9):,.0f} tokens/s"
-    )
-    if peak and gpus:
-        gpu_time = sum(e["wall_s"] * e["gpus"] for e in entries)
-        text += (
-            f", aggregate MFU {100 * flops / (gpu_time * peak):.1f}% ({flops:.3g} FLOPs over "
-            f"{gpus} GPU(s) x {peak / 1e12:.0f} TFLOP/s bf16 peak)"
-        )
-    return text
-
-
-def render_slurm(sweep_dir: Path, spec: SweepSpec, n_jobs: int) -> int:
-    """Print the sbatch script the configured submitit launcher would submit (no cluster)."""
-    from experiments.slurm import render
-
-    user = [o for o in HydraConfig.get().overrides.hydra if o.startswith(FORWARDED_HYDRA)]
-    if not any(o.startswith("hydra/launcher") for o in user):
-        raise ConfigError(
-            "action=render shows a SLURM submission: add hydra/launcher=slurm "
-            "(or slurm_multigpu, or submitit_slurm)"
-        )
-    cfg = compose(
-        "train",
-        overrides=[*user, *spec.train, f"hydra.sweep.dir={sweep_dir}"],
-        return_hydra_config=True,
-    )
-    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
-    launcher["submitit_folder"] = f"{sweep_dir}/.submitit/%j"
-    launcher["name"] = f"{spec.name}"
-    try:
-        print(render(launcher, n_jobs))
-    except RuntimeError as e:  # submitit wants srun on PATH: a SLURM login node
-        raise ConfigError(f"cannot render the submission here: {e}") from None
-    print(
-        f"# {n_jobs} array task(s); on timeout or pre-emption submitit requeues a task up to "
-        f"{launcher.get('max_num_timeout', 0)} time(s), and the run resumes from its checkpoint"
-    )
-    return 0
-
-
-def read_sweep_log(sweep_dir: Path) -> list[dict]:
-    from experiments.record import read_jsonl
-
-    return read_jsonl(sweep_dir / "sweep_log.jsonl")[0]
-
-
 def plan_sweep(
     spec: SweepSpec, sweep_dir: Path, only: list[float] | None = None
 ) -> tuple[list, list, str | None]:
@@ -362,7 +281,7 @@ def run_sweep(cfg: DictConfig) -> int:
         if cfg.action == "plan":
             return 0
         if cfg.action == "render":
-            return render_slurm(sweep_dir, spec, len(todo) or len(runs))
+            return render_sweep(sweep_dir, spec.name, spec.train, len(todo) or len(runs))
         if not todo:
             print(f"nothing to train: {format_status(states, names).splitlines()[0]}")
             break

@@ -100,14 +100,23 @@ def _failed(tc, rid, kind: str, reason: str) -> RunSummary:
 
 def execute(resolved: dict) -> dict:
     """Run (or skip, or resume) the run this resolved config describes; return its summary."""
+    tc = from_dict(resolved)
+    d = dist_.init()
+    try:
+        return _execute(tc, resolved, d)
+    finally:
+        # Every rank leaves the process group before the interpreter exits: gloo's threads abort
+        # the process ("terminate called without an active exception") when it is left alive.
+        dist_.close(d)
+
+
+def _execute(tc: TrainConfig, resolved: dict, d: dist_.Dist) -> dict:
     from experiments.data import check_lengths, prepare
     from experiments.devices import DeviceUnavailable, gpu_slot
     from experiments.interrupts import Interrupted, Interrupts
     from experiments.trainer import Trainer, TrainingFailed
     from models.backends import BackendUnavailable
 
-    tc = from_dict(resolved)
-    d = dist_.init()
     if tc.train.batch_size % d.world:
         raise ConfigError(
             f"train.batch_size={tc.train.batch_size} is not divisible by the "

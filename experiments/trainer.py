@@ -9,7 +9,6 @@ states and the loop's state (experiments/record.py LoopState).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import replace
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from experiments import distributed as dist_
-from experiments.batches import Batches, clustered_mean, validation_windows
+from experiments.batches import Batches
 from experiments.checkpoint import (
     AsyncCheckpointer,
     load_training_state,
@@ -30,6 +29,7 @@ from experiments.checkpoint import (
 from experiments.config import TrainConfig
 from experiments.data import Dataset
 from experiments.devices import peak_flops
+from experiments.evaluation import autocast, evaluate, load_stats, validation_windows
 from experiments.interrupts import Interrupted, Interrupts
 from experiments.optim import build_optimizer, lr_at
 from experiments.record import LoopState, RunDir, RunSummary
@@ -52,12 +52,6 @@ class TrainingFailed(RuntimeError):
     """The run cannot go on (non-finite or diverging loss); the message is the reason."""
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def fmt_count(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
@@ -74,38 +68,6 @@ def compile_plan(tc: TrainConfig, device: torch.device) -> tuple[bool, str]:
         return False, mode
     small = tc.flops_per_token * tc.tokens_per_step < GRAPHS_MAX_FLOPS_PER_STEP
     return True, "reduce-overhead" if small else "default"
-
-
-@torch.no_grad()
-def evaluate(
-    model,
-    windows_NS1: torch.Tensor,
-    docs_N: np.ndarray,
-    batch: int,
-    device: torch.device,
-    d: dist_.Dist,
-) -> tuple[float, float | None, int]:
-    """(mean loss, standard error over documents, documents) on the validation windows; each
-    rank evaluates every world-th window and the per-window losses are summed over ranks."""
-    was_training = model.training
-    model.eval()
-    n = len(windows_NS1)
-    losses_N = torch.zeros(n, device=device)
-    # Every rank runs the same number of forwards (FSDP gathers weights in each): where n does
-    # not divide evenly the last ranks repeat a window, and only first copies count.
-    mine = torch.arange(d.rank, -(-n // d.world) * d.world, d.world)
-    for idx in mine.split(batch):
-        chunk = windows_NS1[idx % n].to(device)
-        with _autocast(device):
-            logits = model(chunk[:, :-1]).logits.float()
-        nll = torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), chunk[:, 1:], reduction="none"
-        )
-        real = idx < n
-        losses_N[idx[real].to(device)] = nll.mean(dim=1)[real.to(device)]
-    dist_.all_reduce_(losses_N, d)
-    model.train(was_training)
-    return clustered_mean(losses_N.double().cpu().numpy(), docs_N)
 
 
 class Trainer:
@@ -216,7 +178,7 @@ class Trainer:
         lr = lr_at(step, self.total, tc.optim)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        with _autocast(self.device):
+        with autocast(self.device):
             out = self.step_fn(x, y)
         loss = out.loss
         if tc.train.nan_at_step is not None and step == tc.train.nan_at_step:
@@ -418,17 +380,3 @@ class Trainer:
             ),
             data_key=self.data.key,
         )
-
-
-def load_stats(aux_list, d: dist_.Dist) -> dict:
-    """Per layer: the most loaded expert and the spread of loads (relative to the mean), from
-    the last step's assignments summed over every rank."""
-    counts = [a.tokens_per_expert_E for a in (aux_list or []) if a.tokens_per_expert_E is not None]
-    if not counts:
-        return {}
-    total = dist_.all_reduce_(torch.stack(counts).float(), d)
-    loads = (total / total.mean(dim=1, keepdim=True)).cpu()
-    return {
-        "expert_load_max": [round(x, 4) for x in loads.max(dim=1).values.tolist()],
-        "expert_load_cv": [round(x, 4) for x in loads.std(dim=1, unbiased=False).tolist()],
-    }

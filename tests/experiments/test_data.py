@@ -6,9 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+from experiments import corpus
 from experiments import prepare as builder
+from experiments.corpus import CorpusSpec, is_validation
 from experiments.data import DataConfig, DataError, prepare
-from experiments.prepare import CorpusSpec, is_validation
 
 
 def _sha(path):
@@ -147,7 +148,7 @@ def test_prepare_command_on_each_format(tmp_path, fmt):
 
 def test_prepare_resumes_finished_parts(tmp_path, monkeypatch):
     texts = _write_formats(tmp_path / "src")
-    monkeypatch.setattr(builder, "PART_BYTES", 2000)  # many parts
+    monkeypatch.setattr(corpus, "PART_BYTES", 2000)  # many parts
     spec = CorpusSpec(
         str(tmp_path / "src" / "txt"),
         glob="*.txt",
@@ -172,7 +173,7 @@ def test_prepare_resumes_finished_parts(tmp_path, monkeypatch):
     encoded = []
     monkeypatch.setattr(builder, "_encode_part", lambda *a: (encoded.append(1), real(*a)))
     meta = builder.build(spec, out, progress=False)
-    n_parts = len(builder._group(builder.pieces(spec)))
+    n_parts = len(builder._group(corpus.pieces(spec)))
     assert len(encoded) == n_parts - 3  # the finished parts were not encoded again
     assert meta["splits"]["train"]["tokens"] + meta["splits"]["val"]["tokens"] == sum(
         len(t) for t in texts

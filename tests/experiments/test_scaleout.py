@@ -47,9 +47,13 @@ def _train(tmp_path, root, *extra, ranks=1, check=True, **popen):
     cmd = [*launcher, "-m", "experiments.train", *ARGS, *extra, f"run.root={tmp_path / root}"]
     if popen:
         return subprocess.Popen(cmd, env=_env(tmp_path), **popen)
-    return subprocess.run(
-        cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=300, check=check
+    out = subprocess.run(
+        cmd, check=False, env=_env(tmp_path), capture_output=True, text=True, timeout=300
     )
+    assert not check or out.returncode == 0, (
+        f"{' '.join(cmd)}\n{out.stdout[-2000:]}{out.stderr[-4000:]}"
+    )
+    return out
 
 
 def _losses(tmp_path, root):
@@ -76,6 +80,28 @@ def test_ddp_and_fsdp_reproduce_one_process(tmp_path):
         )
 
 
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "Z"
+
+
+def _descendants(root: int) -> list[int]:
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
 def test_killed_two_rank_run_resumes(tmp_path):
     _train(tmp_path, "ref")
     extra = ["budget.flops=1e10", "run.checkpoint_every=10"]
@@ -95,8 +121,14 @@ def test_killed_two_rank_run_resumes(tmp_path):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, at once
+    # torch elastic starts each rank in a session of its own, so killing torchrun's process
+    # group would orphan the ranks (which then finish the run): kill every descendant
+    victims = [proc.pid, *_descendants(proc.pid)]
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
+    while any(Path(f"/proc/{pid}").exists() and _state(pid) != "Z" for pid in victims):
+        time.sleep(0.05)
     assert not list((tmp_path / "k").glob("*/summary.json"))
     _train(tmp_path, "k", *extra, ranks=2)
     k, ref = _summary(tmp_path, "k"), _summary(tmp_path, "ref")
@@ -195,7 +227,10 @@ def test_slurm_tasks_become_torch_distributed_ranks(monkeypatch):
     from experiments import distributed
 
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(k, raising=False)
+        # setenv first so monkeypatch restores the key's absence: the function under test
+        # writes these, and a leaked RANK makes later in-process runs wait for a rendezvous
+        monkeypatch.setenv(k, "unset")
+        monkeypatch.delenv(k)
     monkeypatch.setenv("SLURM_JOB_ID", "1234")
     monkeypatch.setenv("SLURM_PROCID", "3")
     monkeypatch.setenv("SLURM_LOCALID", "1")
