@@ -11,37 +11,9 @@ import argparse
 import os
 import time
 
-import numpy as np
-
 from analysis.fit import bootstrap, fit_law
 from analysis.laws import LAWS
-
-TRUE = {
-    "chinchilla": {"A": 406.4, "B": 410.7, "E": 1.69, "alpha": 0.34, "beta": 0.28},
-    "apple": {
-        "a": 300.0,
-        "b": 400.0,
-        "c": 0.3,
-        "d": 30.0,
-        "e": 1.7,
-        "alpha": 0.3,
-        "beta": 0.28,
-        "gamma": 0.2,
-        "delta": 0.5,
-        "lambda": 0.6,
-    },
-    "joint_moe": {
-        "a": 120.0,
-        "b": 900.0,
-        "c": 1.8,
-        "alpha": -0.3,
-        "beta": -0.3,
-        "gamma": 0.01,
-        "delta": -0.15,
-        "omega": 0.05,
-        "zeta": -0.01,
-    },
-}
+from analysis.synthetic import TRUE, random_points
 
 
 def main() -> None:
@@ -50,14 +22,7 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--laws", default="apple,chinchilla,joint_moe")
     a = ap.parse_args()
-    rng = np.random.default_rng(0)
     n = a.runs
-    data = {
-        "N": np.exp(rng.uniform(np.log(1e7), np.log(3e9), n)),
-        "D": np.exp(rng.uniform(np.log(1e9), np.log(3e11), n)),
-        "S": rng.choice([0, 0.5, 0.75, 0.875, 0.9375], n),
-        "E": rng.choice([1, 2, 4, 8, 16, 32], n).astype(float),
-    }
     print(f"{n} synthetic runs, {a.bootstrap} bootstrap resamples, {os.cpu_count()} cores\n")
     print(
         f"{'law':<11} {'params':>6} {'fit s':>7} {'bootstrap s':>12} {'total s':>8} "
@@ -65,7 +30,7 @@ def main() -> None:
     )
     for name in a.laws.split(","):
         law = LAWS[name]
-        y = law.predict(law.to_theta(TRUE[name]), data) * np.exp(rng.normal(0, 0.005, n))
+        data, y = random_points(law, TRUE[name], n)
         t0 = time.perf_counter()
         point = fit_law(law, data, y)
         t1 = time.perf_counter()

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from analysis.collect import TableError, done_runs, load_table
-from analysis.design import N_CONVENTIONS, prepare
+from analysis.design import add_column_args, columns_from, prepare
 from analysis.laws import LAWS, Columns
 from analysis.render import ci, num
 from analysis.study import LawStudy, law_optima, study_law
@@ -100,20 +100,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("sources", nargs="+", help="run directories or .parquet/.csv tables")
     ap.add_argument("--law", action="append", choices=sorted(LAWS), help="default: apple")
-    ap.add_argument("--N", default=None, help="one column for N (default: --n-convention)")
-    for sym, default in (
-        ("D", "tokens"),
-        ("S", "sparsity"),
-        ("E", "expansion"),
-        ("loss", "val_loss"),
-        ("budget", "budget_flops"),
-    ):
-        ap.add_argument(f"--{sym}", default=default, help=f"column for {sym}")
-    ap.add_argument("--n-convention", choices=N_CONVENTIONS, default="non_embedding")
+    add_column_args(ap)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--budgets", type=float, nargs="*", help="budgets at which to compare optima")
     a = ap.parse_args(argv)
-    cols = Columns(N=a.N or "N_active", D=a.D, S=a.S, E=a.E, loss=a.loss, budget=a.budget)
+    cols = columns_from(a)
     try:
         print(
             compare(

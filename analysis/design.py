@@ -23,8 +23,29 @@ import numpy as np
 import pandas as pd
 
 from analysis.flops import flops_per_token
+from analysis.laws import Columns
 
 N_CONVENTIONS = ("non_embedding", "with_embedding")
+
+
+def add_column_args(ap) -> None:
+    """The command-line options that map a table's columns onto a law's symbols."""
+    ap.add_argument("--N", default=None, help="one column for N (default: from --n-convention)")
+    for sym, default in (
+        ("D", "tokens"),
+        ("S", "sparsity"),
+        ("E", "expansion"),
+        ("loss", "val_loss"),
+        ("budget", "budget_flops"),
+    ):
+        ap.add_argument(f"--{sym}", default=default, help=f"column for {sym} (default {default})")
+    ap.add_argument("--n-convention", choices=N_CONVENTIONS, default="non_embedding")
+
+
+def columns_from(a) -> Columns:
+    return Columns(N=a.N or "N_active", D=a.D, S=a.S, E=a.E, loss=a.loss, budget=a.budget)
+
+
 CELL = ("budget_group", "sparsity", "N_total", "seed")  # one point of the design
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis import figures
 from analysis.collect import TableError, done_runs, load_table, require_columns, write_table
-from analysis.design import N_CONVENTIONS, group_budgets, n_columns, prepare
+from analysis.design import add_column_args, columns_from, group_budgets, n_columns, prepare
 from analysis.fit import HUBER_DELTA
 from analysis.flops import CONVENTIONS
 from analysis.isoflop import analyse
@@ -222,16 +222,7 @@ def main(argv=None) -> None:
         choices=sorted(LAWS),
         help="law(s) to fit (repeatable; default: all three)",
     )
-    ap.add_argument("--N", default=None, help="one column for N (default: from --n-convention)")
-    for sym, default in (
-        ("D", "tokens"),
-        ("S", "sparsity"),
-        ("E", "expansion"),
-        ("loss", "val_loss"),
-        ("budget", "budget_flops"),
-    ):
-        ap.add_argument(f"--{sym}", default=default, help=f"column for {sym} (default {default})")
-    ap.add_argument("--n-convention", choices=N_CONVENTIONS, default="non_embedding")
+    add_column_args(ap)
     ap.add_argument("--flops-convention", choices=CONVENTIONS, default="ours")
     ap.add_argument(
         "--budget-tolerance",
@@ -246,7 +237,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     source = Path(a.source)
     out = Path(a.out) if a.out else (source if source.is_dir() else source.parent) / "report"
-    cols = Columns(N=a.N or "N_active", D=a.D, S=a.S, E=a.E, loss=a.loss, budget=a.budget)
+    cols = columns_from(a)
     try:
         path = build_report(
             source,

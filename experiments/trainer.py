@@ -121,6 +121,7 @@ class Trainer:
         self.ckpt = AsyncCheckpointer(device)
         self.state = LoopState()
         self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # losses not yet read
+        self.last_read: tuple[float, float] | None = None  # (loss, aux) of the latest read step
         self.last_aux = None
         self.setup_s = time.perf_counter() - t0
 
@@ -194,9 +195,12 @@ class Trainer:
         self.last_aux = out.aux
 
     def flush(self) -> tuple[float, float] | None:
-        """Read the pending losses (one sync), check them, return the last (loss, aux)."""
+        """Read the pending losses (one sync), check them, return the latest (loss, aux).
+
+        A log step may find nothing pending (the warm-up flush just read it): it logs the
+        latest values rather than none."""
         if not self.pending:
-            return None
+            return self.last_read
         steps = [s for s, _, _ in self.pending]
         values = torch.stack([torch.stack((a, b)) for _, a, b in self.pending]).float()
         dist_.all_reduce_(values, self.d)
@@ -205,7 +209,8 @@ class Trainer:
         for step, (loss, _) in zip(steps, values):
             self.check_loss(step, loss)
         self.state.recent = (self.state.recent + [v[0] for v in values])[-10:]
-        return values[-1][0], values[-1][1]
+        self.last_read = values[-1][0], values[-1][1]
+        return self.last_read
 
     def check_loss(self, step: int, loss: float) -> None:
         if not math.isfinite(loss):

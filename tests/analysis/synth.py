@@ -4,31 +4,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.laws import APPLE
+from analysis.synthetic import TRUE
 
-TRUE_APPLE = {
-    "a": 300.0,
-    "b": 400.0,
-    "c": 0.3,
-    "d": 30.0,
-    "e": 1.7,
-    "alpha": 0.3,
-    "beta": 0.28,
-    "gamma": 0.2,
-    "delta": 0.5,
-    "lambda": 0.6,
-}
-
-
-def random_points(law, true: dict, n: int, noise=0.005, seed=0) -> tuple[dict, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    data = {
-        "N": np.exp(rng.uniform(np.log(1e7), np.log(3e9), n)),
-        "D": np.exp(rng.uniform(np.log(1e9), np.log(3e11), n)),
-        "S": rng.choice([0, 0.5, 0.75, 0.875, 0.9375, 0.96875], n),
-        "E": rng.choice([1, 2, 4, 8, 16, 32, 64], n).astype(float),
-    }
-    y = law.predict(law.to_theta(true), data) * np.exp(rng.normal(0, noise, n))
-    return data, y
+TRUE_APPLE = TRUE["apple"]
 
 
 def sweep_table(

@@ -5,23 +5,9 @@ import pytest
 from analysis.fit import bootstrap, fit_law, objective, summarize
 from analysis.laws import APPLE, CHINCHILLA, JOINT_MOE, Columns, joint_moe, saturating_experts
 from analysis.study import NotIdentifiable, study_law
-from tests.analysis.synth import TRUE_APPLE, random_points
+from analysis.synthetic import TRUE, random_points
+from tests.analysis.synth import TRUE_APPLE
 
-TRUE = {
-    "chinchilla": {"A": 406.4, "B": 410.7, "E": 1.69, "alpha": 0.34, "beta": 0.28},
-    "apple": TRUE_APPLE,
-    "joint_moe": {
-        "a": 120.0,
-        "b": 900.0,
-        "c": 1.8,
-        "alpha": -0.3,
-        "beta": -0.3,
-        "gamma": 0.01,
-        "delta": -0.15,
-        "omega": 0.05,
-        "zeta": -0.01,
-    },
-}
 LAW = {"chinchilla": CHINCHILLA, "apple": APPLE, "joint_moe": JOINT_MOE}
 
 

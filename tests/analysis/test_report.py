@@ -10,7 +10,8 @@ from analysis.collect import TableError, collect, done_runs
 from analysis.compare import compare, distinct_labels
 from analysis.laws import CHINCHILLA, Columns
 from analysis.report import build_report
-from tests.analysis.synth import random_points, sweep_table
+from analysis.synthetic import random_points
+from tests.analysis.synth import sweep_table
 
 
 def _report(*args, timeout=600):

@@ -43,16 +43,15 @@ def test_text_directory_split_by_document(tmp_path):
     docs.mkdir()
     for i in range(40):
         (docs / f"d{i}.txt").write_text(f"document {i} " * 200)
-    ds = prepare(
-        DataConfig(
-            source="text",
-            path=str(docs),
-            tokenizer="bytes",
-            vocab_size=256,
-            val_fraction=0.2,
-            cache_dir=str(tmp_path / "c"),
-        )
+    cfg = DataConfig(
+        source="text",
+        path=str(docs),
+        tokenizer="bytes",
+        vocab_size=256,
+        val_fraction=0.2,
+        cache_dir=str(tmp_path / "c"),
     )
+    ds = prepare(cfg)
     names = sorted(f"d{i}.txt" for i in range(40))  # documents are read in path order
     held = [int(n[1:-4]) for n in names if is_validation(n, 0.2)]
     assert 0 < len(held) < 40
@@ -62,16 +61,7 @@ def test_text_directory_split_by_document(tmp_path):
     )
     # changing the corpus changes the cache key
     (docs / "d0.txt").write_text("changed")
-    ds2 = prepare(
-        DataConfig(
-            source="text",
-            path=str(docs),
-            tokenizer="bytes",
-            vocab_size=256,
-            val_fraction=0.2,
-            cache_dir=str(tmp_path / "c"),
-        )
-    )
+    ds2 = prepare(cfg)
     assert ds2.key != ds.key
 
 
