@@ -49,29 +49,22 @@ def _law_studies(df, laws, cols, n_given, n_boot, max_inits, seed, n_convention,
     """Each requested law; Chinchilla separately at every sparsity level (never pooled)."""
     out = {}
     for name in laws:
+        parts = [(name, df)]
         if name == "chinchilla" and cols.S in df and df[cols.S].nunique() > 1:
-            for s, sub in df.groupby(cols.S):
-                out[f"chinchilla@S={s:.4f}"] = study_law(
-                    sub.reset_index(drop=True),
-                    name,
-                    cols,
-                    n_given,
-                    n_boot,
-                    max_inits,
-                    seed=seed,
-                    label=f"chinchilla@S={s:.4f}",
-                    n_convention=n_convention,
-                    flops_convention=flops,
-                )
-        else:
-            out[name] = study_law(
-                df,
+            parts = [
+                (f"chinchilla@S={s:.4f}", sub.reset_index(drop=True))
+                for s, sub in df.groupby(cols.S)
+            ]
+        for label, sub in parts:
+            out[label] = study_law(
+                sub,
                 name,
                 cols,
                 n_given,
                 n_boot,
                 max_inits,
                 seed=seed,
+                label=label,
                 n_convention=n_convention,
                 flops_convention=flops,
             )

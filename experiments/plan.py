@@ -396,8 +396,3 @@ def format_table(
                 f"{statuses.get(r.run_id, 'pending')}"
             )
     return "\n".join(lines)
-
-
-def repeated(runs: list[PlannedRun], unique_tokens: int) -> list[PlannedRun]:
-    """Runs that would see their training data more than once."""
-    return [r for r in runs if r.tokens > unique_tokens]

@@ -34,7 +34,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import ConfigError, DataError, from_dict
-from experiments.plan import PlannedRun, SweepSpec, format_table, plan, repeated
+from experiments.plan import PlannedRun, SweepSpec, format_table, plan
 from experiments.record import atomic_write_json, run_id
 from experiments.slurm import FORWARDED_HYDRA, render_sweep
 from experiments.status import format_status, sweep_states, to_train
@@ -251,7 +251,7 @@ def show_plan(spec, sweep_dir, runs, configs, states, note) -> None:
     print(format_table(runs, {rid: s for rid, (s, _, _) in states.items()}, unique))
     if note:
         print(note)
-    over = repeated(runs, unique) if unique else []
+    over = [r for r in runs if r.tokens > unique] if unique else []  # would repeat data
     if over:
         print(
             f"warning: {len(over)} run(s) would train on more than one epoch of the "
