@@ -46,13 +46,12 @@ def local_experts(x_RD: torch.Tensor, counts_El: torch.Tensor, w: ExpertWeights)
         offs = torch.cumsum(counts_El, 0, dtype=torch.int32)
         h = torch._grouped_mm(x_RD.to(dtype), w.w_in_EHD.to(dtype).transpose(-2, -1), offs=offs)
         return torch._grouped_mm(activation(h, w.glu), w.w_out_EFD.to(dtype), offs=offs)
+    # Empty experts are computed too (0 rows): the output must depend on x_RD even when this
+    # rank received nothing, or its backward would skip the all-to-all its peers wait in.
     chunks = x_RD.split(counts_El.tolist())
-    outs = [
-        expert_mlp(x, w.w_in_EHD[e], w.w_out_EFD[e], w.glu)
-        for e, x in enumerate(chunks)
-        if x.shape[0]
-    ]
-    return torch.cat(outs) if outs else x_RD.new_zeros(0, w.w_out_EFD.shape[-1])
+    return torch.cat(
+        [expert_mlp(x, w.w_in_EHD[e], w.w_out_EFD[e], w.glu) for e, x in enumerate(chunks)]
+    )
 
 
 def ep_experts(

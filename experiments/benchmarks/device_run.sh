@@ -3,6 +3,11 @@
 # the steps named, each writing under $OUT (what comes back):
 #   tests[:<path>]    the GPU tests (pytest -m gpu), all or those under <path>
 #   bench:<configs>   experiments.benchmarks.sweep_bench with those configs
+#   multigpu          issue 15 on a host of 2+ GPUs: the 2-GPU tests, data-parallel scaling
+#                     (base e8k1 and E=64 K=8, same batch per GPU), the loss curve at one
+#                     global batch, expert vs data parallel at E=64 and E=256
+#                     (experiments.benchmarks.scaling, JSON under $OUT); add bench:packed
+#                     for the sweep's aggregate MFU over all the host's GPUs
 #   study:<seconds>   the GPU study sweep, resumed from the committed run records in
 #                     docs/studies/kernel/runs, stopped (as Ctrl-C stops it) after <seconds>;
 #                     its run records come back as $OUT/study_runs.tgz, to be committed
@@ -28,6 +33,23 @@ for step in "$@"; do
       python3 -m experiments.benchmarks.sweep_bench --configs "${step#bench:}" \
         --json "$OUT/sweep_bench.json" --keep /tmp/bench 2>&1 | tee -a "$OUT/sweep_bench.log"
       tar czf "$OUT/bench_logs.tgz" -C /tmp/bench --exclude='*.bin' . 2>/dev/null ;;
+    multigpu)
+      n=$(nvidia-smi -L | wc -l)
+      python3 -m pytest -q -m gpu tests/experiments/test_scaleout.py -p no:cacheprovider 2>&1 \
+        | tee -a "$OUT/gpu_tests.log" | tail -5
+      scale() { python3 -m experiments.benchmarks.scaling --steps 300 "$@" 2>&1 | tail -8; }
+      for moe in "moe=e8k1" "moe=e64k8"; do
+        scale --json "$OUT/scaling_${moe#moe=}.json" --case 1gpu:1:train.batch_size=32 \
+          --case ${n}gpu:$n:train.batch_size=$((32 * n)) \
+          --case ${n}gpu-same-batch:$n:train.batch_size=32 \
+          -- model=base $moe budget.flops=1e18 | tee -a "$OUT/scaling.log"
+      done
+      for e in 64 256; do
+        scale --json "$OUT/ep_e$e.json" --case dp:2:train.batch_size=64 \
+          --case ep:2:train.batch_size=64,moe.expert_parallel=2 \
+          -- model=base moe=e64k8 moe.num_experts=$e moe.backend=native budget.flops=1e18 \
+          | tee -a "$OUT/scaling.log"
+      done ;;
     study:*)
       mkdir -p sweeps/gpu/runs
       cp -r docs/studies/kernel/runs/. sweeps/gpu/runs/ 2>/dev/null || true

@@ -153,7 +153,21 @@ def test_expert_parallel_needs_ranks(tmp_path):
     assert out.returncode == 2 and "needs torchrun with a multiple of 2 ranks" in out.stderr
 
 
-def test_expert_parallel_layer_matches_the_single_process_layer():
+@pytest.mark.parametrize(
+    "cuda",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs"),
+            ],
+        ),
+    ],
+    ids=["gloo", "nccl"],
+)
+def test_expert_parallel_layer_matches_the_single_process_layer(cuda):
     """Outputs and every gradient of a 2-way expert-parallel layer equal the unsharded layer's
     (same weights, same routing), with each rank feeding its own tokens."""
     code = Path(__file__).with_name("ep_layer_check.py")
@@ -170,7 +184,7 @@ def test_expert_parallel_layer_matches_the_single_process_layer():
         text=True,
         timeout=120,
         check=False,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        env=dict(os.environ, OMP_NUM_THREADS="1", EP_CHECK_CUDA="1" if cuda else "0"),
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("ep layer ok") == 2
