@@ -186,7 +186,7 @@ def is_validation(doc_id: str, val_fraction: float) -> bool:
 # ---- keys ---------------------------------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
@@ -197,15 +197,15 @@ def _file_sha256(path: Path) -> str:
 def source_fingerprint(spec: CorpusSpec) -> dict[str, str]:
     """sha256 of every input file (the record of exactly what was tokenized)."""
     if spec.source == "sotu":
-        return {"sotu.jsonl.xz": _file_sha256(CORPORA_DIR / "sotu.jsonl.xz")}
+        return {"sotu.jsonl.xz": file_sha256(CORPORA_DIR / "sotu.jsonl.xz")}
     base = _base(spec)
-    return {p: _file_sha256(base / p) for p in sorted({x.path for x in pieces(spec)})}
+    return {p: file_sha256(base / p) for p in sorted({x.path for x in pieces(spec)})}
 
 
 def _tokenizer_fingerprint(spec: CorpusSpec) -> str:
     if spec.tokenizer in ("bpe", "bytes"):
         return spec.tokenizer
-    return "file:" + _file_sha256(Path(spec.tokenizer))
+    return "file:" + file_sha256(Path(spec.tokenizer))
 
 
 def corpus_key(spec: CorpusSpec, files: dict[str, str] | None = None) -> str:

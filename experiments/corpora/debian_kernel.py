@@ -17,26 +17,19 @@ version and hashes say exactly which one a study used.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 
+from experiments.corpus import file_sha256
+
 PACKAGE = "linux-source-6.12"
 KEEP_SUFFIXES = (".c", ".h", ".S", ".rs", ".py", ".sh")
 KEEP_NAMES = ("Kconfig", "Makefile")
 MAX_BYTES = 300_000
 SHARD_BYTES = 64 << 20
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def generated_header(text: str) -> bool:
@@ -112,11 +105,11 @@ def main(argv=None) -> None:
             size += len(line)
             n_docs, n_bytes = n_docs + 1, n_bytes + len(text.encode())
         shard.close()
-    files = {name: sha256_file(out / name) for name in files}
+    files = {name: file_sha256(out / name) for name in files}
     recipe = {
         "package": PACKAGE,
         "version": version,
-        "deb_sha256": sha256_file(deb),
+        "deb_sha256": file_sha256(deb),
         "kept": {
             "suffixes": KEEP_SUFFIXES,
             "names": KEEP_NAMES,
