@@ -6,6 +6,11 @@ Ludziejewski et al. 2025 found (LR falls with size and with the number of expert
 other budgets' runs take the fitted LR of their own (N_active, E), kept inside the grid tried
 (a fit is not trusted beyond the LRs it saw). With fewer than 4 tuned points, or one size,
 the fit drops the terms the points cannot determine.
+
+The rule is fitted once and kept in the sweep's ``lr_rule.json``: every later plan, on any
+machine, reads it back while the tuned points are unchanged. A refit elsewhere can differ in
+the last bits (another BLAS), and the LR is part of each run's identity, so a refitted rule
+would give every finished run a new id and train it again.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ class LRRule:
     def __call__(self, tc) -> float:
         n = account(tc.model).params_active_non_embedding
         x = [1.0, math.log(n), math.log(tc.model.moe.num_experts / tc.model.moe.top_k)]
-        lr = math.exp(sum(c * v for c, v in zip(self.coef, x)))
+        # fsum, not sum: Python 3.12's sum() of floats compensates and 3.11's does not, and a
+        # last-bit difference in the LR is a different run id on the other machine.
+        lr = math.exp(math.fsum(c * v for c, v in zip(self.coef, x)))
         return float(min(max(lr, min(self.grid)), max(self.grid)))
 
     def describe(self) -> str:
@@ -69,3 +76,15 @@ def fit_lr_rule(runs_root: Path, tuning_runs: list, grid: list[float]) -> LRRule
     coef[keep] = np.linalg.lstsq(X[:, keep], y, rcond=None)[0]
     edge = sum(p["lr"] in (min(grid), max(grid)) for p in points) if len(grid) >= 3 else 0
     return LRRule(coef.tolist(), list(grid), points, int(edge))
+
+
+def persisted(path: Path, fitted: LRRule) -> LRRule:
+    """The rule kept at ``path`` if it was fitted on the same tuned points, else ``fitted``."""
+    try:
+        kept = LRRule(**json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError):
+        return fitted
+    if kept.points == fitted.points and kept.grid == fitted.grid:
+        return kept
+    print(f"note: the tuning results changed since {path} was written; the LR rule is refitted")
+    return fitted

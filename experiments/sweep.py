@@ -223,10 +223,12 @@ def plan_sweep(
         raise ConfigError(f"budgets={unknown}: not among the spec's budgets {spec.budgets}")
     if spec.lr_tuning_budget is None:
         return *make_plan(spec, budgets=only or None), None
-    from experiments.lr_rule import fit_lr_rule
+    from experiments.lr_rule import fit_lr_rule, persisted
 
     tune, tune_cfgs = make_plan(spec, budgets=[spec.lr_tuning_budget])
     rule = fit_lr_rule(sweep_dir / "runs", tune, spec.lrs)
+    if rule is not None:
+        rule = persisted(sweep_dir / "lr_rule.json", rule)
     if rule is None:
         return (
             tune,

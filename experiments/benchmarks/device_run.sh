@@ -53,6 +53,7 @@ for step in "$@"; do
     study:*)
       mkdir -p sweeps/gpu/runs
       cp -r docs/studies/kernel/runs/. sweeps/gpu/runs/ 2>/dev/null || true
+      cp docs/studies/kernel/lr_rule.json sweeps/gpu/ 2>/dev/null || true  # the LRs, exactly
       setsid python3 -m experiments.sweep sweep=gpu hydra.sweep.dir=sweeps/gpu report=false ${STUDY_ARGS:-} \
         > "$OUT/study.log" 2>&1 &
       pid=$!

@@ -78,10 +78,19 @@ def test_torchrun_one_rank_matches_the_plain_run(tmp_path):
     )
     plain = read_jsonl(next((tmp_path / "plain").glob("*/metrics.jsonl")))[0]
     ddp = read_jsonl(next((tmp_path / "ddp").glob("*/metrics.jsonl")))[0]
-    assert len(plain) == len(ddp)
-    assert max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(plain, ddp)) < 2e-2
+    # Compare the log_every steps only: a slow first step (compilation) adds a time-based
+    # line to one run and not the other. bf16 and atomics make two runs on one GPU drift
+    # apart step by step (as two plain runs do), so: close at first, near over the run.
+    p, q = (
+        {r["step"]: r["train_loss"] for r in rows if r["step"] % 10 == 0} for rows in (plain, ddp)
+    )
+    assert p.keys() == q.keys() and len(p) >= 5
+    diffs = {s: round(abs(p[s] - q[s]), 4) for s in sorted(p)}
+    assert diffs[10] < 1e-2 and max(diffs.values()) < 5e-2, diffs
     s = json.loads(next((tmp_path / "ddp").glob("*/summary.json")).read_text())
+    s0 = json.loads(next((tmp_path / "plain").glob("*/summary.json")).read_text())
     assert s["world_size"] == 1 and s["status"] == "done"
+    assert abs(s["val_loss"] - s0["val_loss"]) < 2e-2
 
 
 def test_two_runs_share_one_gpu(tmp_path):

@@ -148,6 +148,60 @@ def test_lr_tuning_budget_plans_the_rest_with_fitted_lrs(tmp_path):
     assert (tmp_path / "lr_rule.json").exists()
 
 
+def test_a_kept_lr_rule_plans_the_same_lrs_on_any_machine(tmp_path, capsys):
+    """The LR is part of each run's identity: a refit that differs in the last bits (another
+    BLAS or Python) must not rename every finished run, so the kept rule is reused while the
+    tuned points are the same, and refitted when they change."""
+    from experiments.sweep import plan_sweep
+
+    spec = _spec("micro", lrs=[1e-3, 3e-3, 1e-2], lr_tuning_budget=1e10)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        tune, _, _ = plan_sweep(spec, tmp_path)
+        for r in tune:
+            best = 3e-3 if r.d_model <= 12 else 1e-3
+            summary = {
+                "status": "done",
+                "lr": r.lr,
+                "params_active_non_embedding": r.n_rule,
+                "val_loss": 2.0 + abs(np.log(r.lr / best)),
+            }
+            (tmp_path / "runs" / r.run_id).mkdir(parents=True)
+            (tmp_path / "runs" / r.run_id / "summary.json").write_text(json.dumps(summary))
+        first = {r.name: r.run_id for r in plan_sweep(spec, tmp_path)[0]}
+        kept = json.loads((tmp_path / "lr_rule.json").read_text())
+        kept["coef"][0] += 1e-12  # another machine's fit, a few bits away
+        (tmp_path / "lr_rule.json").write_text(json.dumps(kept))
+        again = {r.name: r.run_id for r in plan_sweep(spec, tmp_path)[0]}
+        assert again.keys() == first.keys() and again != first  # the kept coefficients rule
+        assert json.loads((tmp_path / "lr_rule.json").read_text())["coef"] == kept["coef"]
+        # a tuning run is redone with another result: the kept rule no longer applies
+        victim = tmp_path / "runs" / tune[0].run_id / "summary.json"
+        victim.write_text(json.dumps(json.loads(victim.read_text()) | {"val_loss": 0.5}))
+        plan_sweep(spec, tmp_path)
+    assert "refitted" in capsys.readouterr().out
+    assert json.loads((tmp_path / "lr_rule.json").read_text())["coef"] != kept["coef"]
+
+
+def test_the_rule_sums_exactly():
+    """Python 3.12's sum() of floats compensates and 3.11's does not: the rule must give the
+    same LR under both (the LR names the run), so it sums exactly."""
+    import math
+    from types import SimpleNamespace
+
+    from experiments.lr_rule import LRRule
+    from models.accounting import account
+    from models.config import ModelConfig, MoEConfig
+
+    model = ModelConfig(d_model=16, n_heads=2, n_layers=2, d_ff=64, seq_len=32, vocab_size=64)
+    model.moe = MoEConfig(num_experts=4, top_k=1)
+    x = [1.0, math.log(account(model).params_active_non_embedding), math.log(4)]
+    coef = [-5.0, 3e-16 / x[1], 3e-16 / x[2]]  # each term under half an ulp of 5
+    terms = [c * v for c, v in zip(coef, x)]
+    assert (terms[0] + terms[1]) + terms[2] != math.fsum(terms)  # left to right loses them
+    lr = LRRule(coef=coef, grid=[1e-9, 1.0], points=[], at_edge=0)(SimpleNamespace(model=model))
+    assert lr == math.exp(math.fsum(terms))
+
+
 def test_replicate_seeds_at_chosen_groups():
     spec = _spec("micro", replicates={"seeds": [1], "groups": [[1e10, 0.75]]})
     runs = _plan(spec)
