@@ -7,9 +7,12 @@ feed what is read across groups: the slope of L* vs S per budget, and N* ~ C^a, 
 sparsity (which need >= 3 bracketed budgets).
 
 Intervals come from one parametric bootstrap of the whole design. The noise of a run's loss
-is estimated once: from replicate runs (seeds) where the design has them, else from the
+is estimated from replicate runs (seeds) where the design has them, else from the
 parabolas' residuals pooled over groups with more sizes than parameters (which also absorbs
-any misfit of the parabola, so it errs wide). Each replicate redraws every loss around its
+any misfit of the parabola, so it errs wide). A budget whose own replicates give at least
+MIN_OWN_DF degrees of freedom gets a noise of its own: short runs can scatter far more than
+long ones (a loss plateau that some seeds leave late), and one pooled figure would make the
+quiet budgets' intervals too wide and the noisy ones' too narrow. Each replicate redraws every loss around its
 group's fitted parabola with that noise (its scale itself redrawn from its chi-square
 distribution, so few degrees of freedom give wide intervals), refits every group, and
 recomputes every L*, N*, slope and exponent from the same draw. A design with no replicates
@@ -28,6 +31,7 @@ import pandas as pd
 from analysis.fit import percentile_interval, rng_for
 
 MIN_SIZES = 3
+MIN_OWN_DF = 3  # replicate degrees of freedom a budget needs for a noise of its own
 
 
 @dataclass
@@ -110,13 +114,30 @@ def bracket(g: Group) -> tuple[bool, str | None]:
     return True, None
 
 
-def estimate_noise(groups: list[Group]) -> tuple[Noise | None, str | None]:
+def _replicate_ss(groups: list[Group]) -> tuple[float, float]:
+    """Sum of squares about each (group, size) mean over its seeds, and its degrees of freedom."""
     ss = df = 0.0
     for g in groups:
         for v in g.sizes:
             cell = g.y[g.x == v]
             if len(cell) > 1:
                 ss, df = ss + ((cell - cell.mean()) ** 2).sum(), df + len(cell) - 1
+    return ss, df
+
+
+def noise_by_budget(groups: list[Group], pooled: Noise) -> dict[float, Noise]:
+    """Each budget's own replicate noise where it has MIN_OWN_DF degrees of freedom, else the
+    pooled estimate."""
+    out, total_df = {}, _replicate_ss(groups)[1]
+    for b in sorted({g.budget for g in groups}):
+        ss, df = _replicate_ss([g for g in groups if g.budget == b])
+        own = MIN_OWN_DF <= df < total_df  # all replicates at one budget: the pooled estimate
+        out[b] = Noise(float(np.sqrt(ss / df)), int(df), "replicates") if own else pooled
+    return out
+
+
+def estimate_noise(groups: list[Group]) -> tuple[Noise | None, str | None]:
+    ss, df = _replicate_ss(groups)
     if df >= 1:
         return Noise(float(np.sqrt(ss / df)), int(df), "replicates"), None
     for g in groups:
@@ -153,6 +174,7 @@ class IsoflopResult:
     slopes: dict
     scaling: dict
     skipped: str | None = None
+    noise_by_budget: dict = field(default_factory=dict)  # budget -> Noise used there
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.groups)
@@ -218,13 +240,21 @@ def analyse(
         )
     noise, why = estimate_noise(groups)
     point = _fit_all(groups, [g.y for g in groups])
-    boot = None
+    boot, by_budget = None, {}
     if noise is not None:
         rng = rng_for(seed)
-        scale = noise.sigma * np.sqrt(noise.df / rng.chisquare(noise.df, n_boot))
+        by_budget = noise_by_budget(groups, noise)
+        scales = {}  # one draw per noise estimate: budgets that share one share its draw
+        for n in by_budget.values():
+            if id(n) not in scales:
+                scales[id(n)] = n.sigma * np.sqrt(n.df / rng.chisquare(n.df, n_boot))
         ys = [fitted(g.x, p["coef"]) for p, g in zip(point, groups)]
         boot = _fit_all(
-            groups, [yh + rng.normal(size=(n_boot, len(yh))) * scale[:, None] for yh in ys]
+            groups,
+            [
+                yh + rng.normal(size=(n_boot, len(yh))) * scales[id(by_budget[g.budget])][:, None]
+                for yh, g in zip(ys, groups)
+            ],
         )
     rows = []
     for i, (g, p) in enumerate(zip(groups, point)):
@@ -256,6 +286,7 @@ def analyse(
         why,
         _slopes(rows, keep, point, boot, level),
         _scaling(rows, keep, point, boot, level),
+        noise_by_budget=by_budget,
     )
 
 

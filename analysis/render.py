@@ -62,6 +62,16 @@ def _isoflop(iso: dict) -> list[str]:
             "redrawn with that noise, every group refitted, every quantity recomputed "
             "from the same draw).\n"
         )
+        own = {b: n for b, n in (iso.get("noise_by_budget") or {}).items() if n != noise}
+        if own:
+            lines.append(
+                "Budgets with replicates enough for a noise of their own use it instead: "
+                + "; ".join(
+                    f"C={b}: σ = {num(n['sigma'])} ({n['df']} degrees of freedom)"
+                    for b, n in own.items()
+                )
+                + ".\n"
+            )
     else:
         lines.append(f"**No intervals:** {iso.get('no_interval_reason')}.\n")
     lines.append(

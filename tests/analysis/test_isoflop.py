@@ -100,6 +100,24 @@ def test_replicates_set_the_noise_when_there_are_seeds():
     assert res.noise.source == "replicates" and res.noise.df == 3
 
 
+def test_each_budget_with_replicates_gets_its_own_noise():
+    """Short runs can scatter far more than long ones: one pooled sigma would widen the quiet
+    budget's intervals and narrow the noisy one's."""
+    rng = np.random.default_rng(2)
+    rows = []
+    xs = np.log(1e6) + np.log(1.7) * np.arange(-2, 3)
+    for c, sd in ((1e12, 0.01), (1e13, 0.2)):
+        for seed in (0, 1, 2):
+            ys = 3.0 + 0.05 * (xs - np.log(1e6)) ** 2 + rng.normal(0, sd, len(xs))
+            rows += _group_rows(c, 0.0, xs, ys, seed)
+    res = analyse(pd.DataFrame(rows), "val_loss", n_boot=400)
+    quiet, noisy = res.noise_by_budget[1e12], res.noise_by_budget[1e13]
+    assert quiet.df == noisy.df == 10 and res.noise.df == 20
+    assert 0.005 < quiet.sigma < 0.02 and 0.1 < noisy.sigma < 0.4
+    width = {g["C"]: g["loss_star_ci"][1] - g["loss_star_ci"][0] for g in res.groups}
+    assert width[1e12] < 0.2 * width[1e13]
+
+
 def test_group_with_too_few_sizes_is_skipped_with_a_reason():
     rows = _group_rows(1e12, 0.0, np.log([1e5, 2e5]), [3.1, 3.0])
     res = analyse(pd.DataFrame(rows), "val_loss")
