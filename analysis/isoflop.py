@@ -12,10 +12,10 @@ parabolas' residuals pooled over groups with more sizes than parameters (which a
 any misfit of the parabola, so it errs wide). A budget whose own replicates give at least
 MIN_OWN_DF degrees of freedom gets a noise of its own: short runs can scatter far more than
 long ones (a loss plateau that some seeds leave late), and one pooled figure would make the
-quiet budgets' intervals too wide and the noisy ones' too narrow. Each replicate redraws every loss around its
-group's fitted parabola with that noise (its scale itself redrawn from its chi-square
-distribution, so few degrees of freedom give wide intervals), refits every group, and
-recomputes every L*, N*, slope and exponent from the same draw. A design with no replicates
+quiet budgets' intervals too wide and the noisy ones' too narrow. Each replicate redraws
+every loss around its group's fitted parabola with that noise (its scale itself redrawn from
+its chi-square distribution, so few degrees of freedom give wide intervals), refits every
+group, and recomputes every L*, N*, slope and exponent from the same draw. A design with no replicates
 and no group of four or more sizes cannot estimate its noise: no interval is given, and the
 report says what would fix it. A replicate whose parabola opens downwards has no minimum: its
 N* is unbounded on the side the losses fall, and an interval reaching it says so.
