@@ -128,10 +128,10 @@ def _replicate_ss(groups: list[Group]) -> tuple[float, float]:
 def noise_by_budget(groups: list[Group], pooled: Noise) -> dict[float, Noise]:
     """Each budget's own replicate noise where it has MIN_OWN_DF degrees of freedom, else the
     pooled estimate."""
-    out, total_df = {}, _replicate_ss(groups)[1]
+    out = {}
     for b in sorted({g.budget for g in groups}):
         ss, df = _replicate_ss([g for g in groups if g.budget == b])
-        own = MIN_OWN_DF <= df < total_df  # all replicates at one budget: the pooled estimate
+        own = MIN_OWN_DF <= df < pooled.df  # all replicates at one budget: the pooled estimate
         out[b] = Noise(float(np.sqrt(ss / df)), int(df), "replicates") if own else pooled
     return out
 
