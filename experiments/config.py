@@ -91,6 +91,9 @@ class LoopConfig(Typed):
     )
     """torch.compile's mode; reduce-overhead replays each step as CUDA graphs, which removes
     the per-kernel launch cost that bounds small models."""
+    compile_scope: Literal["blocks", "model"] = field(default="blocks", metadata=LOGISTICS)
+    """blocks: compile one transformer block (shared by every layer) and the head, so
+    warm-up does not grow with depth; model: the whole model as one graph."""
     nan_at_step: int | None = None
     """Fault injection for tests: the loss becomes NaN at this step."""
 

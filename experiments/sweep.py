@@ -24,7 +24,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import hydra
@@ -34,6 +34,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import ConfigError, DataError, from_dict
+from experiments.mps import mps_daemon
 from experiments.plan import PlannedRun, SweepSpec, format_table, plan
 from experiments.record import atomic_write_json, run_id
 from experiments.slurm import FORWARDED_HYDRA, render_sweep
@@ -114,21 +115,45 @@ def _gpus() -> tuple[int, int, float | None]:
     )
 
 
-def launch_overrides(cfg: DictConfig, configs: list, user: list[str]) -> list[str]:
+@dataclass
+class LaunchPlan:
+    """How the child multirun is started: its overrides and environment."""
+
+    overrides: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    packed: bool = False  # several runs share a GPU
+
+
+def compile_env(sweep_dir: Path, jobs: int) -> dict[str, str]:
+    """torch.compile's caches for the sweep's runs (a setting the user made wins).
+
+    Every run of the sweep reads and fills one on-disk cache inside the sweep folder, so a
+    shape compiled once (another seed, LR or budget of the same size) loads from it, also on
+    a fresh machine that receives the sweep folder. Packed runs split the host's cores
+    between their compile workers instead of each starting one per core."""
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(sweep_dir / "compile_cache")}
+    if jobs > 1:
+        env["TORCHINDUCTOR_COMPILE_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
+def launch_plan(cfg: DictConfig, configs: list, user: list[str], sweep_dir: Path) -> LaunchPlan:
     """The launcher and packing overrides for the child, unless the user chose a launcher.
 
     On GPUs: runs_per_gpu runs share each GPU (joblib, one worker per slot). On CPUs: one run
     per core, one thread each (small models: two one-thread processes train ~1.8x faster
     than one with two threads, measured on the demo's models)."""
     if any(o.startswith("hydra/launcher") for o in user):
-        return []
+        return LaunchPlan(env=compile_env(sweep_dir, 1))
     n_gpus, gpu_bytes, _ = _gpus()
     if n_gpus == 0:
         jobs = min(os.cpu_count() or 1, len(configs))
         if jobs <= 1 or cfg.runs_per_gpu not in ("auto", None):
-            return []
+            return LaunchPlan()
         print(f"CPU: {jobs} runs at a time, one thread each")
-        return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", "run.threads=1"]
+        return LaunchPlan(
+            ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", "run.threads=1"]
+        )
     from experiments.packing import choose_runs_per_gpu
 
     train_tokens = _unique_tokens(configs[0]) or 0
@@ -142,11 +167,16 @@ def launch_overrides(cfg: DictConfig, configs: list, user: list[str]) -> list[st
     out = [f"run.gpu_slots={pack.runs_per_gpu}", f"run.threads={threads}"]
     if jobs > 1:
         out += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
-    return out
+    return LaunchPlan(out, compile_env(sweep_dir, jobs), packed=pack.runs_per_gpu > 1)
 
 
 def launch(
-    sweep_dir: Path, spec: SweepSpec, run_ids: list[str], retry_failed: bool, extra: list[str]
+    sweep_dir: Path,
+    spec: SweepSpec,
+    run_ids: list[str],
+    retry_failed: bool,
+    extra: list[str],
+    env: dict[str, str] | None = None,
 ) -> int:
     hydra_overrides = [
         o for o in HydraConfig.get().overrides.hydra if o.startswith(FORWARDED_HYDRA)
@@ -171,7 +201,7 @@ def launch(
         (o for o in hydra_overrides + extra if o.startswith("hydra/launcher")), "basic launcher"
     )
     print(f"launching {len(run_ids)} runs through Hydra multirun ({launcher})", flush=True)
-    child = subprocess.Popen(cmd)
+    child = subprocess.Popen(cmd, env=os.environ | (env or {}))
     while True:
         try:  # Ctrl-C reaches the runs too: wait while they save their checkpoints
             return child.wait()
@@ -264,6 +294,8 @@ def show_plan(spec, sweep_dir, runs, configs, states, note) -> None:
 
 def run_sweep(cfg: DictConfig) -> int:
     sweep_dir = Path(HydraConfig.get().sweep.dir).resolve()
+    if not isinstance(cfg.mps, bool):
+        raise ConfigError(f"mps: expected true or false, got {cfg.mps!r}")
     spec = SweepSpec.from_dict(OmegaConf.to_container(cfg.sweep, resolve=True))
     spec.train = [*spec.train, *cfg.train_overrides]
     t0 = time.time()
@@ -290,11 +322,14 @@ def run_sweep(cfg: DictConfig) -> int:
         by_cost = {r.run_id: r.flops for r in runs}
         todo.sort(key=lambda rid: -by_cost[rid])  # largest first: packs and balances better
         cost = {r.run_id: tc for r, tc in zip(runs, configs)}
-        extra = launch_overrides(
-            cfg, [cost[rid] for rid in todo], list(HydraConfig.get().overrides.hydra)
+        how = launch_plan(
+            cfg, [cost[rid] for rid in todo], list(HydraConfig.get().overrides.hydra), sweep_dir
         )
         t_launch = time.time()
-        code = launch(sweep_dir, spec, todo, cfg.retry_failed, extra)
+        with mps_daemon(how.packed and cfg.mps) as mps_note:
+            if how.packed:
+                print(mps_note, flush=True)
+            code = launch(sweep_dir, spec, todo, cfg.retry_failed, how.overrides, how.env)
         n_gpus, _, peak = _gpus()
         print(
             format_efficiency([efficiency(sweep_dir, todo, time.time() - t_launch, n_gpus, peak)])

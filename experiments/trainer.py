@@ -87,9 +87,15 @@ class Trainer:
         cfg = replace(tc.model, moe=replace(tc.model.moe, backend=self.backend))
         torch.manual_seed(tc.seed)
         self.ep = dist_.expert_groups(self.d, tc.model.moe.expert_parallel)
-        self.model = MoETransformer(cfg, self.ep).to(device)
+        # One process: draw the initial weights on the device itself (on the host, base's 720M
+        # parameters took seconds to draw and copy). Under torchrun, on the host: FSDP shards
+        # what it is given, and every rank draws the same weights there.
+        with torch.device(device if self.d.world == 1 else "cpu"):
+            self.model = MoETransformer(cfg, self.ep)
+        self.model.to(device)
         if device.type == "cuda":  # a sweep's worker trains run after run: this run's peak
             torch.cuda.reset_peak_memory_stats(device)
+        self.setup_parts = {"model_s": time.perf_counter() - t0}
         self.acc = account(tc.model)
         self.parallel = dist_.choose_parallel(tc.run.parallel, self.acc.params_total, device)
         if self.ep and self.parallel == "fsdp":
@@ -97,14 +103,24 @@ class Trainer:
                 "moe.expert_parallel > 1 runs with run.parallel=ddp (FSDP and "
                 "expert parallelism are not combined here)"
             )
-        wrapped = dist_.wrap(self.model, self.d, self.parallel, device)
         self.total = tc.steps
         self.compiled, mode = compile_plan(tc, device)
         self.graphs = self.compiled and mode == "reduce-overhead"
-        self.step_fn = torch.compile(wrapped, mode=mode) if self.compiled else wrapped
+        regions = self.compiled and tc.train.compile_scope == "blocks"
+        if self.compiled:
+            # A sweep's worker trains run after run in one process: start from empty in-memory
+            # compile caches (and CUDA-graph pools) rather than pile up every earlier run's.
+            # The on-disk caches stay, so a shape seen before compiles from them in seconds.
+            torch._dynamo.reset()
+        if regions:
+            self.model.compile_regions(mode)
+        wrapped = dist_.wrap(self.model, self.d, self.parallel, device)
+        compile_whole = self.compiled and not regions
+        self.step_fn = torch.compile(wrapped, mode=mode) if compile_whole else wrapped
         # Fused AdamW does not take FSDP's sharded (DTensor) parameters.
         fused = device.type == "cuda" and self.parallel != "fsdp"
         self.opt = build_optimizer(self.model, tc.optim, device, fused=fused)
+        self.setup_parts["compile_and_optimizer_s"] = time.perf_counter() - t0
         self.batches = Batches(
             data.train,
             tc.model.seq_len,
@@ -115,6 +131,7 @@ class Trainer:
             self.d.world,
             tc.run.gpu_slots,
         )
+        self.setup_parts["batches_s"] = time.perf_counter() - t0
         self.val, self.val_docs = validation_windows(
             data.val, data.val_docs, tc.model.seq_len, tc.train.eval_tokens
         )
@@ -227,9 +244,12 @@ class Trainer:
     def run_eval(self) -> None:
         t0 = time.perf_counter()
         st = self.state
-        st.val_loss, st.val_loss_se, _ = evaluate(
-            self.model, self.val, self.val_docs, self.batches.local, self.device, self.d
-        )
+        # Eager: compiled regions would compile (and capture) a second, inference-only graph
+        # for a few forward passes.
+        with torch.compiler.set_stance("force_eager"):
+            st.val_loss, st.val_loss_se, _ = evaluate(
+                self.model, self.val, self.val_docs, self.batches.local, self.device, self.d
+            )
         st.time.eval_s += time.perf_counter() - t0
 
     def _decide(self, step: int, interrupts: Interrupts, since_ckpt: float) -> tuple[bool, bool]:

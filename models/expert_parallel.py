@@ -18,7 +18,13 @@ import torch
 import torch.distributed as dist
 from torch.distributed._functional_collectives import all_to_all_single_autograd
 
-from models.backends.common import ExpertWeights, activation, combine, expert_mlp
+from models.backends.common import (
+    ExpertWeights,
+    activation,
+    combine,
+    expert_mlp,
+    sort_by_expert,
+)
 
 
 @dataclass
@@ -65,7 +71,7 @@ def ep_experts(
     K = experts_TK.shape[1]
     E = counts_E.numel()
     El = E // ep.size
-    order_A = torch.argsort(experts_TK.reshape(-1), stable=True)  # by expert, hence by rank
+    order_A = sort_by_expert(experts_TK.reshape(-1), E)  # by expert, hence by rank
     token_A = order_A // K
     x_AD = x_TD[token_A]
     send_PE = counts_E.view(ep.size, El)

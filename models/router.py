@@ -71,7 +71,11 @@ class Router(nn.Module):
             dtype = torch.promote_types(x_TD.dtype, torch.float32)
             logits_TE = F.linear(x_TD.to(dtype), self.weight_ED.to(dtype))
             probs_TE = torch.softmax(logits_TE, dim=-1)
-            weights_TK, experts_TK = torch.topk(probs_TE, self.top_k, dim=-1)
+            if self.top_k == 1:  # a max-reduction that fuses with the softmax; topk does not
+                weights_T, experts_T = probs_TE.max(dim=-1)
+                weights_TK, experts_TK = weights_T.unsqueeze(1), experts_T.unsqueeze(1)
+            else:
+                weights_TK, experts_TK = torch.topk(probs_TE, self.top_k, dim=-1)
             if self.renormalize:
                 weights_TK = weights_TK / weights_TK.sum(dim=-1, keepdim=True)
         return Routing(weights_TK, experts_TK, probs_TE, logits_TE)

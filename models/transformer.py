@@ -59,10 +59,12 @@ class Attention(nn.Module):
     def forward(self, x_BSD, cos_SH, sin_SH):
         B, S, D = x_BSD.shape
         shape = (B, S, self.n_heads, self.head_dim)
-        # QK-norm in float32: under bf16 autocast the projections come out in bf16, and
-        # RMSNorm with a float32 weight on a bf16 input falls back to an unfused kernel chain.
-        q = apply_rotary(self.q_norm(self.wq(x_BSD).view(shape).float()), cos_SH, sin_SH)
-        k = apply_rotary(self.k_norm(self.wk(x_BSD).view(shape).float()), cos_SH, sin_SH)
+        # QK-norm in float32 (float64 stays float64): under bf16 autocast the projections come
+        # out in bf16, and RMSNorm with a float32 weight on a bf16 input falls back to an
+        # unfused kernel chain.
+        dtype = torch.promote_types(x_BSD.dtype, torch.float32)
+        q = apply_rotary(self.q_norm(self.wq(x_BSD).view(shape).to(dtype)), cos_SH, sin_SH)
+        k = apply_rotary(self.k_norm(self.wk(x_BSD).view(shape).to(dtype)), cos_SH, sin_SH)
         v = self.wv(x_BSD).view(shape)
         y_BHSD = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
@@ -142,17 +144,35 @@ class MoETransformer(nn.Module):
             for p in ("w_in_EHD", "w_out_EFD")
         ]
 
+    def compile_regions(self, mode: str = "default", backend: str = "inductor") -> None:
+        """torch.compile each block and the head in place (regional compilation).
+
+        The blocks share one code object and their weights are graph inputs, so one block is
+        traced and compiled for all layers: warm-up no longer grows with depth. State-dict keys
+        are unchanged (``Module.compile`` compiles in place). ``backend``: tests use aot_eager."""
+        how = {"mode": mode} if backend == "inductor" else {}
+        for block in self.blocks:
+            block.compile(backend=backend, dynamic=False, **how)
+        self.head = torch.compile(self.head, backend=backend, dynamic=False, **how)
+
+    def head(
+        self, x_BSD: torch.Tensor, targets_BS: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, mean cross-entropy or None): final norm, unembedding, loss in float32."""
+        logits_BSV = self.lm_head(self.norm(x_BSD))
+        loss = None
+        if targets_BS is not None:
+            loss = F.cross_entropy(
+                logits_BSV.float().view(-1, logits_BSV.shape[-1]), targets_BS.reshape(-1)
+            )
+        return logits_BSV, loss
+
     def forward(self, idx_BS: torch.Tensor, targets_BS: torch.Tensor | None = None) -> LMOutput:
         x = self.tok_emb(idx_BS)
         aux_list = []
         for block in self.blocks:
             x, aux = block(x, self.cos_SH, self.sin_SH)
             aux_list.append(aux)
-        logits_BSV = self.lm_head(self.norm(x))
-        loss = None
-        if targets_BS is not None:
-            loss = F.cross_entropy(
-                logits_BSV.float().view(-1, logits_BSV.shape[-1]), targets_BS.reshape(-1)
-            )
+        logits_BSV, loss = self.head(x, targets_BS)
         aux_loss = torch.stack([a.aux_loss for a in aux_list]).sum()
         return LMOutput(logits_BSV, loss, aux_loss, aux_list)

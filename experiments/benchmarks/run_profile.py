@@ -1,6 +1,6 @@
 """Where one training run's time goes, on the trainer's own path (prints a table).
 
-    python -m experiments.benchmarks.run_profile <experiments.train overrides...>
+    python -m experiments.benchmarks.run_profile [--json OUT] [--no-profile] <overrides...>
 
 Builds the run's Trainer as ``experiments.train`` does, then times: setup (model, data,
 optimiser), the first steps (compilation, allocator growth), and steady steps (host time per
@@ -10,6 +10,7 @@ over ten steady steps, on the host and on the GPU. Nothing is written to a run d
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -28,7 +29,17 @@ from experiments.trainer import Trainer
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def main(overrides: list[str]) -> None:
+def main(argv: list[str]) -> None:
+    # Our own flags, then experiments.train overrides.
+    json_path, profile, overrides = None, True, []
+    args = iter(argv)
+    for a in args:
+        if a == "--json":
+            json_path = next(args)
+        elif a == "--no-profile":
+            profile = False
+        else:
+            overrides.append(a)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         tc = from_dict(resolve(compose("train", overrides=overrides)))
     with gpu_slot(tc.run.device, 1) as device:
@@ -71,7 +82,26 @@ def main(overrides: list[str]) -> None:
             f"{tokens * tc.flops_per_token / t_async / 989e12:.2%}); host alone "
             f"{1e3 * t_host:.2f} ms; with a sync per step {1e3 * t_synced:.2f} ms"
         )
-        if device.type != "cuda":
+        if json_path:
+            record = {
+                "overrides": overrides,
+                "d_model": tc.model.d_model,
+                "n_layers": tc.model.n_layers,
+                "num_experts": tc.model.moe.num_experts,
+                "tokens_per_step": tokens,
+                "compiled": trainer.compiled,
+                "graphs": trainer.graphs,
+                "data_s": t_data,
+                "setup_s": t_setup,
+                "setup_parts_cumulative_s": trainer.setup_parts,
+                "first_3_steps_s": t_first,
+                "step_ms": 1e3 * t_async,
+                "host_ms": 1e3 * t_host,
+                "synced_step_ms": 1e3 * t_synced,
+                "steady_mfu": tokens * tc.flops_per_token / t_async / 989e12,
+            }
+            Path(json_path).write_text(json.dumps(record, indent=1))
+        if device.type != "cuda" or not profile:
             return
         from torch.profiler import ProfilerActivity, profile
 

@@ -1,13 +1,17 @@
-"""Sweep throughput on the GPU, measured the way users run sweeps (prints a table).
+"""Sweep throughput on the GPU, measured the way users run sweeps (prints a table, writes JSON).
 
-    python -m experiments.benchmarks.sweep_bench [--configs packed,single,...] [--json out.json]
+    python -m experiments.benchmarks.sweep_bench [--slice study] [--configs default,no-mps,...]
+        [--json out.json] [--keep DIR]
 
-Each configuration runs the same fixed slice (conf/sweep/gpu_bench.yaml: 8 runs of the GPU
-study's family and corpus) through ``python -m experiments.sweep`` in a fresh sweep folder,
-and reads the sweep's own throughput record (sweep_log.jsonl: every run's FLOPs by our
-accounting over the sweep's wall time x the GPU's bf16 datasheet peak). ``base`` is one
-``experiments.train model=base moe=e8k1`` run (its default batch of 64 x 1024), read from its
-own summary.json. MPS is started for its row (``nvidia-cuda-mps-control -d``) and stopped after.
+A *slice* is a fixed sweep spec: ``study`` (conf/sweep/study_bench.yaml, 9 runs shaped like the
+second study's: 6 layers, heads of 32, d 128-256, 64 x 512 tokens a step, 3e15 FLOPs each,
+E in {1, 4, 16}) or ``small`` (conf/sweep/gpu_bench.yaml, 8 runs of the first study's 4-layer
+models). Each sweep configuration runs the slice through ``python -m experiments.sweep`` in a
+fresh sweep folder and reads the sweep's own throughput record (sweep_log.jsonl: every run's
+FLOPs by our accounting over the sweep's wall time, start-up and compilation included, x the
+GPU's bf16 datasheet peak). Single-run configurations (``base``, ``base-dense``, ``d256``) run
+``python -m experiments.train`` with its defaults and read the run's own summary.json. A
+configuration that fails says why (the last lines of its log) instead of printing a dash.
 """
 
 from __future__ import annotations
@@ -22,145 +26,171 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFIGS = {
-    "packed": ("runs packed on the GPU (runs_per_gpu=auto), eager", [], ["train.compile=false"]),
-    "single": ("1 run at a time, eager", ["runs_per_gpu=1"], ["train.compile=false"]),
-    "compile": ("packed, torch.compile", [], ["train.compile=true"]),
-    "mps": ("packed under NVIDIA MPS, eager", [], ["train.compile=false"]),
-    "graphs": (
-        "packed, torch.compile reduce-overhead (CUDA graphs)",
-        [],
-        ["train.compile=true", "train.compile_mode=reduce-overhead"],
-    ),
-    "graphs-mps": (
-        "packed under MPS, CUDA graphs",
-        [],
-        ["train.compile=true", "train.compile_mode=reduce-overhead"],
-    ),
-    "megablocks": (
-        "packed, MegaBlocks backend, eager",
-        [],
-        ["train.compile=false", "moe.backend=megablocks"],
+SLICES = {"study": "study_bench", "small": "gpu_bench"}
+SWEEP_CONFIGS = {
+    "default": ("defaults: packed, MPS, compile auto", [], []),
+    "no-mps": ("packed without MPS, compile auto", ["mps=false"], []),
+    "whole-model": ("packed, MPS, whole-model compile", [], ["train.compile_scope=model"]),
+    "eager": ("packed, MPS, eager", [], ["train.compile=false"]),
+    "single": ("1 run at a time, compile auto", ["runs_per_gpu=1"], []),
+    "megablocks": ("packed, MPS, MegaBlocks, eager", [], ["moe.backend=megablocks"]),
+}
+RUN_CONFIGS = {
+    "base": ("model=base moe=e8k1 budget.flops=2e16", ["model=base", "moe=e8k1"], 2e16),
+    "base-dense": ("model=base (dense) budget.flops=2e16", ["model=base"], 2e16),
+    "d256": (
+        "d256 L6 E8 K1, 64 x 1024 tokens, 3e15",
+        [
+            "model=small",
+            "moe=e8k1",
+            "model.d_model=256",
+            "model.n_layers=6",
+            "model.n_heads=8",
+            "model.d_ff=1024",
+            "model.seq_len=1024",
+            "train.batch_size=64",
+        ],
+        3e15,
     ),
 }
-BASE = ["model=base", "moe=e8k1", "budget.flops=2e16", "run.log_every=50"]
 
 
-def _mps(start: bool) -> str:
-    if start:
-        out = subprocess.run(
-            ["nvidia-cuda-mps-control", "-d"], capture_output=True, text=True, check=False
-        )
-        return "started" if out.returncode == 0 else f"failed: {out.stderr.strip()[:100]}"
-    subprocess.run(
-        ["nvidia-cuda-mps-control"], input="quit\n", text=True, check=False, capture_output=True
-    )
-    return "stopped"
+def _tail(text: str, lines: int = 3) -> str:
+    keep = [x for x in text.strip().splitlines() if x.strip()][-lines:]
+    return " | ".join(keep)[-400:]
 
 
-def run_config(name: str, workdir: Path) -> dict:
-    label, launch, train = CONFIGS[name]
-    sweep_dir = workdir / name
-    mps = name.endswith("mps")
-    note = _mps(True) if mps else ""
+def run_sweep_config(slice_: str, name: str, workdir: Path) -> dict:
+    label, launch, train = SWEEP_CONFIGS[name]
+    sweep_dir = workdir / f"{slice_}-{name}"
     t0 = time.time()
     cmd = [
         sys.executable,
         "-m",
         "experiments.sweep",
-        "sweep=gpu_bench",
+        f"sweep={SLICES[slice_]}",
         "report=false",
         f"hydra.sweep.dir={sweep_dir}",
         *launch,
         "train_overrides=[" + ",".join(f"'{t}'" for t in train) + "]",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.time() - t0
-    if mps:
-        _mps(False)
-    (workdir / f"{name}.log").write_text(out.stdout + out.stderr)
-    log = (
+    log = out.stdout + out.stderr
+    (workdir / f"{slice_}-{name}.log").write_text(log)
+    row = {
+        "slice": slice_,
+        "config": name,
+        "label": label,
+        "wall_s": time.time() - t0,
+        "returncode": out.returncode,
+    }
+    entries = (
         [json.loads(x) for x in (sweep_dir / "sweep_log.jsonl").read_text().splitlines()]
         if (sweep_dir / "sweep_log.jsonl").exists()
         else []
     )
-    row = {
-        "config": name,
-        "label": label,
-        "wall_s": wall,
-        "returncode": out.returncode,
-        "note": note,
-    }
-    if log:
-        e = log[-1]
+    for prefix in ("packing:", "MPS:"):
+        row[prefix[:-1].lower()] = next((x for x in log.splitlines() if x.startswith(prefix)), "")
+    if entries and entries[-1]["runs"]:
+        e = entries[-1]
         row |= {
             "runs": e["runs"],
             "sweep_wall_s": e["wall_s"],
             "tokens_per_s": e["tokens"] / e["wall_s"],
-            "mfu": e["flops"] / (e["wall_s"] * e["gpus"] * e["peak_flops_per_gpu"]),
+            "aggregate_mfu": e["flops"] / (e["wall_s"] * e["gpus"] * e["peak_flops_per_gpu"]),
         }
-        packing = next((x for x in out.stdout.splitlines() if x.startswith("packing:")), "")
-        row["packing"] = packing
+        row["run_summaries"] = _summaries(sweep_dir / "runs")
+    if out.returncode != 0 or not row.get("runs"):
+        row["failure"] = _tail(log)
     return row
 
 
-def run_base(workdir: Path, compile_: bool) -> dict:
-    root = workdir / f"base-{'compile' if compile_ else 'eager'}"
+def _summaries(runs: Path) -> list[dict]:
+    """Each run's own figures: where the sweep's time went."""
+    keep = ("run_id", "d_model", "num_experts", "steps", "tokens_per_s", "mfu", "time", "status")
+    out = []
+    for p in sorted(runs.glob("*/summary.json")):
+        s = json.loads(p.read_text())
+        out.append({k: s.get(k) for k in keep})
+    return out
+
+
+def run_single(name: str, workdir: Path) -> dict:
+    label, overrides, budget = RUN_CONFIGS[name]
+    root = workdir / name
     cmd = [
         sys.executable,
         "-m",
         "experiments.train",
-        *BASE,
+        *overrides,
+        f"budget.flops={budget}",
         "data=bin",
         f"data.path={os.environ.get('MOE_GPU_DATA', 'corpora/linux-8k')}",
-        f"train.compile={str(compile_).lower()}",
+        "run.log_every=50",
         f"run.root={root}",
     ]
+    t0 = time.time()
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    (workdir / f"{root.name}.log").write_text(out.stdout + out.stderr)
-    try:
-        s = json.loads(next(root.glob("*/summary.json")).read_text())
-    except StopIteration:
-        return {"config": root.name, "returncode": out.returncode}
-    return {
-        "config": root.name,
-        "label": f"single run model=base moe=e8k1, {'compiled' if compile_ else 'eager'}",
+    (workdir / f"{name}.log").write_text(out.stdout + out.stderr)
+    row = {
+        "slice": "single-run",
+        "config": name,
+        "label": label,
+        "wall_s": time.time() - t0,
+        "returncode": out.returncode,
+    }
+    found = sorted(root.glob("*/summary.json"))
+    if not found:
+        return row | {"failure": _tail(out.stdout + out.stderr)}
+    s = json.loads(found[0].read_text())
+    shutil.copy(found[0], workdir / f"{name}_summary.json")
+    return row | {
+        "runs": 1,
         "tokens_per_s": s["tokens_per_s"],
-        "mfu": s["mfu"],
+        "aggregate_mfu": s["mfu"],
         "time": s["time"],
         "steps": s["steps"],
+        "compile": s.get("compile"),
         "peak_memory_gb": s["peak_memory_gb"],
-        "returncode": out.returncode,
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--configs", default="packed,single,compile,mps,megablocks,base,base-compile")
+    ap.add_argument("--slice", default="study", choices=sorted(SLICES))
+    ap.add_argument("--configs", default="default,no-mps,base")
     ap.add_argument("--json", default=None)
     ap.add_argument("--keep", default=None, help="copy the sweep folders and logs here")
     a = ap.parse_args()
+    unknown = [c for c in a.configs.split(",") if c not in SWEEP_CONFIGS | RUN_CONFIGS]
+    if unknown:
+        ap.error(f"unknown configs {unknown}; choose from {sorted(SWEEP_CONFIGS | RUN_CONFIGS)}")
     workdir = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
     rows = []
+    print(f"{'slice':<10} {'config':<12} {'runs':>4} {'tokens/s':>12} {'MFU':>6} {'wall':>6}")
     for name in a.configs.split(","):
-        t0 = time.time()
-        if name.startswith("base"):
-            row = run_base(workdir, compile_=name == "base-compile")
+        if name in RUN_CONFIGS:
+            row = run_single(name, workdir)
         else:
-            row = run_config(name, workdir)
+            row = run_sweep_config(a.slice, name, workdir)
         rows.append(row)
-        mfu = f"{100 * row['mfu']:5.1f}%" if row.get("mfu") else "  –  "
+        mfu = f"{100 * row['aggregate_mfu']:5.1f}%" if row.get("aggregate_mfu") else "   –  "
         tps = f"{row['tokens_per_s']:>12,.0f}" if row.get("tokens_per_s") else f"{'–':>12}"
         print(
-            f"{row.get('label', name):<58} {tps} tok/s  MFU {mfu}  "
-            f"({time.time() - t0:.0f}s) {row.get('packing', '')}",
+            f"{row['slice']:<10} {name:<12} {row.get('runs', 0):>4} {tps} {mfu} "
+            f"{row['wall_s']:>5.0f}s {row.get('mps', '')}",
             flush=True,
         )
+        if row.get("failure"):
+            print(f"  failed (exit {row['returncode']}): {row['failure']}", flush=True)
         if a.json:
             Path(a.json).write_text(json.dumps(rows, indent=1))
     if a.keep:
         shutil.copytree(
-            workdir, a.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pt", ".lock")
+            workdir,
+            a.keep,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("*.pt", ".lock", "compile_cache"),
         )
 
 

@@ -89,6 +89,7 @@ def main(argv=None) -> None:
         version = subprocess.run(
             ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
         ).stdout.strip()
+        deb_sha256 = file_sha256(deb)  # now: a downloaded .deb goes with the temporary folder
         shard, size, n_docs, n_bytes, files = None, 0, 0, 0, {}
         for path, text in documents(deb, work):
             if path is None:
@@ -109,7 +110,7 @@ def main(argv=None) -> None:
     recipe = {
         "package": PACKAGE,
         "version": version,
-        "deb_sha256": file_sha256(deb),
+        "deb_sha256": deb_sha256,
         "kept": {
             "suffixes": KEEP_SUFFIXES,
             "names": KEEP_NAMES,

@@ -16,7 +16,7 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-from models.backends.common import ExpertWeights, compute_dtype
+from models.backends.common import ExpertWeights, compute_dtype, sort_by_expert
 
 
 def grouped_mm_available() -> bool:
@@ -95,7 +95,7 @@ def native_experts(
     T, K = experts_TK.shape
     D = x_TD.shape[-1]
     dtype = compute_dtype(x_TD)
-    order_A = torch.argsort(experts_TK.reshape(-1), stable=True)
+    order_A = sort_by_expert(experts_TK.reshape(-1), w.w_in_EHD.shape[0])
     inverse_A = torch.empty_like(order_A)
     inverse_A[order_A] = torch.arange(order_A.numel(), device=order_A.device)
     offs_E = torch.cumsum(tokens_per_expert_E, 0, dtype=torch.int32)

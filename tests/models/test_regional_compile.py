@@ -1,0 +1,72 @@
+"""Regional compilation (one compiled block shared by every layer) and the fast routing paths,
+against the eager model and the general-purpose operations, on CPU."""
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from models import ModelConfig, MoEConfig, MoETransformer
+from models.backends.common import sort_by_expert
+from models.router import Router
+
+
+@pytest.mark.parametrize("num_experts", [1, 5, 256, 300, 40000])
+def test_narrow_key_sort_is_the_stable_argsort(num_experts):
+    g = torch.Generator().manual_seed(num_experts)
+    experts_A = torch.randint(0, num_experts, (4099,), generator=g)
+    expected = torch.argsort(experts_A, stable=True)
+    assert torch.equal(sort_by_expert(experts_A, num_experts), expected)
+
+
+def test_top1_router_picks_what_topk_picks():
+    torch.manual_seed(0)
+    router = Router(d_model=32, num_experts=16, top_k=1, renormalize=False).double()
+    x_TD = torch.randn(500, 32, dtype=torch.float64)
+    r = router(x_TD)
+    weights_TK, experts_TK = torch.topk(r.probs_TE, 1, dim=-1)
+    assert r.experts_TK.shape == (500, 1) and r.experts_TK.dtype == torch.int64
+    assert torch.equal(r.experts_TK, experts_TK)
+    assert torch.equal(r.weights_TK, weights_TK)
+
+
+def _model(n_layers: int, num_experts: int = 4) -> MoETransformer:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        vocab_size=64,
+        d_model=32,
+        n_layers=n_layers,
+        n_heads=4,
+        d_ff=48,
+        seq_len=16,
+        moe=MoEConfig(num_experts=num_experts, top_k=min(2, num_experts), backend="torch"),
+    )
+    return MoETransformer(cfg).double()
+
+
+def test_regions_compute_what_the_eager_model_computes():
+    eager, compiled = _model(3), _model(3)
+    compiled.compile_regions(backend="aot_eager")
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints unchanged
+    idx = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1))
+    for m in (eager, compiled):
+        out = m(idx, idx)
+        (out.loss + out.aux_loss).backward()
+    a, b = eager(idx, idx), compiled(idx, idx)
+    torch.testing.assert_close(b.loss, a.loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(b.aux_loss, a.aux_loss, rtol=1e-12, atol=0)
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("n_layers", [2, 6])
+def test_one_block_is_compiled_for_every_layer(n_layers):
+    """Warm-up does not grow with depth: one block graph and one head graph, at any depth.
+    (Dense: the CPU expert backend reads split sizes on the host, a graph break by design.)"""
+    torch._dynamo.reset()
+    counters.clear()
+    model = _model(n_layers, num_experts=1)
+    model.compile_regions(backend="aot_eager")
+    idx = torch.randint(0, 64, (2, 16))
+    out = model(idx, idx)
+    (out.loss + out.aux_loss).backward()
+    assert counters["stats"]["unique_graphs"] == 2
