@@ -39,12 +39,13 @@ from models.backends import resolve_backend
 WARMUP_STEPS = 3  # steps timed as warm-up (compilation, autotuning, allocator growth)
 LOG_EVERY_S = 20  # also log at least this often (single process)
 AGREE_EVERY = 10  # multi-rank: steps between agreeing on interrupts and checkpoints
-# train.compile=auto on CUDA, measured on an H100 (docs/gpu-performance.md): compilation costs
-# 15-30 s per model shape, and pays off after a few hundred steps. Steps of under ~1e13 FLOPs
-# are bound by kernel launches (eager: 25-38 ms a step for 4-layer d=64-112 models, 3.3 ms
-# as CUDA graphs), so they are replayed as CUDA graphs; larger steps compile in the default
-# mode (model=base e8k1: 311 ms eager, 185 ms compiled).
-COMPILE_MIN_STEPS = 500
+# train.compile=auto on CUDA, measured on an H100 and an H200 (docs/gpu-performance.md):
+# regional compilation costs 18-21 s a shape on a cold machine (6 s from a carried cache) and
+# pays off after about a hundred steps (model=base e8k1: 311 ms a step eager, 162 ms compiled).
+# Steps of under ~1e13 FLOPs are bound by kernel launches (eager: 25-38 ms a step for 4-layer
+# d=64-112 models, 3.3 ms as CUDA graphs), so they are replayed as CUDA graphs; larger steps
+# compile in the default mode.
+COMPILE_MIN_STEPS = 150
 GRAPHS_MAX_FLOPS_PER_STEP = 1e13
 
 
