@@ -2,11 +2,12 @@
 # One call on the GPU machine (it starts bare): install the carried wheels and corpus, then run
 # the steps named, each writing under $OUT (what comes back):
 #   tests[:<path>]    the GPU tests (pytest -m gpu), all or those under <path>
-#   bench:<configs>   experiments.benchmarks.sweep_bench with those configs
+#   bench:<configs>   experiments.benchmarks.sweep_bench --slice study with those configs
+#                     (default, no-mps, whole-model, eager, single, megablocks, base, d256, ...)
 #   multigpu          issue 15 on a host of 2+ GPUs: the 2-GPU tests, data-parallel scaling
 #                     (base e8k1 and E=64 K=8, same batch per GPU), the loss curve at one
 #                     global batch, expert vs data parallel at E=64 and E=256
-#                     (experiments.benchmarks.scaling, JSON under $OUT); add bench:packed
+#                     (experiments.benchmarks.scaling, JSON under $OUT); add bench:default
 #                     for the sweep's aggregate MFU over all the host's GPUs
 #   study:<seconds>   the GPU study sweep, resumed from the committed run records in
 #                     docs/studies/kernel/runs, stopped (as Ctrl-C stops it) after <seconds>;
