@@ -25,7 +25,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from experiments.record import atomic_write_bytes
+from experiments.files import atomic_write_bytes
 
 
 def model_state(model: torch.nn.Module) -> dict:

@@ -14,9 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from experiments.files import atomic_write_json, read_json
 
 CORPORA_DIR = Path(__file__).parent / "corpora"
 FORMAT_VERSION = 2
@@ -85,14 +88,39 @@ def _line_ranges(path: Path, size: int) -> list[tuple[int, int]]:
     return ranges
 
 
+def is_binary(path: Path) -> bool:
+    """A NUL byte in the first 8 kB: an object file, an image, a compressed blob. Text
+    documents never hold one (UTF-8 and JSON lines do not); .xz and .parquet are read by kind."""
+    with open(path, "rb") as f:
+        return b"\0" in f.read(8192)
+
+
+_warned: set[str] = set()
+
+
+def _skip_binaries(files: list[Path]) -> list[Path]:
+    kept = [p for p in files if _kind(p) != "txt" or not is_binary(p)]
+    skipped = [str(p) for p in files if p not in kept and str(p) not in _warned]
+    if skipped:
+        _warned.update(skipped)
+        print(
+            f"warning: skipped {len(skipped)} binary file(s) in the corpus folder (a NUL byte "
+            f"in the first 8 kB), e.g. {skipped[0]}; narrow --glob / data.glob to silence this",
+            file=sys.stderr,
+            flush=True,
+        )
+    return kept
+
+
 def pieces(spec: CorpusSpec) -> list[Piece]:
     if spec.source == "sotu":
         p = CORPORA_DIR / "sotu.jsonl.xz"
         return [Piece("", "sotu", 0, 0, p.stat().st_size * 4)]
     root = Path(spec.source)
     files = [root] if root.is_file() else sorted(p for p in root.glob(spec.glob) if p.is_file())
+    files = _skip_binaries(files)
     if not files:
-        raise PrepareError(f"no files matching {spec.glob!r} under {root}")
+        raise PrepareError(f"no text files matching {spec.glob!r} under {root}")
     out = []
     for p in files:
         rel, size, kind = (
@@ -101,9 +129,7 @@ def pieces(spec: CorpusSpec) -> list[Piece]:
             _kind(p),
         )
         if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            meta = pq.ParquetFile(p).metadata
+            meta = _parquet(p).metadata
             out += [
                 Piece(rel, kind, g, g + 1, meta.row_group(g).total_byte_size)
                 for g in range(meta.num_row_groups)
@@ -117,13 +143,38 @@ def pieces(spec: CorpusSpec) -> list[Piece]:
     return out
 
 
+def _parquet(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise PrepareError(f"{path}: not a readable Parquet file ({e})") from None
+
+
+def _line_number(path: Path, offset: int) -> int:
+    """1-based line number of the byte at ``offset`` (computed only to name a bad line)."""
+    with open(path, "rb") as f:
+        return f.read(offset).count(b"\n") + 1
+
+
 def _base(spec: CorpusSpec) -> Path:
     root = Path(spec.source)
     return root.parent if root.is_file() else root
 
 
 def documents(spec: CorpusSpec, piece: Piece) -> Iterator[tuple[str, str]]:
-    """(document id, text) of one piece; the id decides the train/validation split."""
+    """(document id, text) of one piece; the id decides the train/validation split. A file
+    that cannot be read is a PrepareError naming the file (and line or row)."""
+    try:
+        yield from _documents(spec, piece)
+    except (lzma.LZMAError, EOFError) as e:
+        where = _base(spec) / piece.path if piece.path else CORPORA_DIR / "sotu.jsonl.xz"
+        raise PrepareError(f"{where}: damaged or truncated .xz file ({e})") from None
+
+
+def _documents(spec: CorpusSpec, piece: Piece) -> Iterator[tuple[str, str]]:
     if piece.kind == "sotu":
         with lzma.open(CORPORA_DIR / "sotu.jsonl.xz", "rt", encoding="utf-8") as f:
             for line in f:
@@ -144,38 +195,64 @@ def documents(spec: CorpusSpec, piece: Piece) -> Iterator[tuple[str, str]]:
             yield f"{piece.path}@{piece.start + start}", text[start:end]
             start = end
     elif piece.kind == "jsonl":
-        for offset, line in _jsonl_lines(path, piece):
-            if line.strip():
-                yield f"{piece.path}@{offset}", _text_of(json.loads(line), spec, piece.path)
+        for number, offset, line in _jsonl_lines(path, piece):
+            if not line.strip():
+                continue
+            where = f"{path}:{number or _line_number(path, offset)}"
+            try:
+                row = json.loads(line)
+            except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+                raise PrepareError(f"{where}: not a JSON line ({e})") from None
+            yield f"{piece.path}@{offset}", _text_of(row, spec, where)
     else:  # parquet row group
-        import pyarrow.parquet as pq
+        import pyarrow as pa
 
-        table = pq.ParquetFile(path).read_row_group(piece.start, columns=[spec.text_key])
+        names = _parquet(path).schema_arrow.names
+        if spec.text_key not in names:
+            raise PrepareError(
+                f"{path}: no column {spec.text_key!r} (columns: {names}); pass --text-key"
+            )
+        try:
+            table = _parquet(path).read_row_group(piece.start, columns=[spec.text_key])
+        except (pa.ArrowException, OSError) as e:
+            raise PrepareError(f"{path}: row group {piece.start} unreadable ({e})") from None
         for i, text in enumerate(table.column(spec.text_key).to_pylist()):
+            if text is not None and not isinstance(text, str):
+                raise PrepareError(
+                    f"{path}: row {i} of row group {piece.start}: {spec.text_key!r} is "
+                    f"{type(text).__name__}, not text"
+                )
             yield f"{piece.path}#{piece.start}:{i}", text or ""
 
 
-def _jsonl_lines(path: Path, piece: Piece) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, line) of the piece's lines; an .xz file is one piece read from its start."""
+def _jsonl_lines(path: Path, piece: Piece) -> Iterator[tuple[int | None, int, bytes]]:
+    """(line number or None, byte offset, line) of the piece's lines; an .xz file is one piece
+    read from its start (its line numbers are counted; elsewhere found only when needed)."""
     compressed = path.name.endswith(".xz")
     with lzma.open(path, "rb") if compressed else open(path, "rb") as f:
         if not compressed:
             f.seek(piece.start)
         offset = piece.start
-        for line in f:
+        for number, line in enumerate(f, 1):
             if not compressed and offset >= piece.end:
                 return
-            yield offset, line
+            yield (number if compressed else None), offset, line
             offset += len(line)
 
 
-def _text_of(row: dict, spec: CorpusSpec, where: str) -> str:
-    if spec.text_key not in row:
+def _text_of(row, spec: CorpusSpec, where: str) -> str:
+    if not isinstance(row, dict) or spec.text_key not in row:
+        fields = sorted(row) if isinstance(row, dict) else type(row).__name__
         raise PrepareError(
             f"{where}: a JSON line has no {spec.text_key!r} field "
-            f"(fields: {sorted(row)}); pass --text-key"
+            f"(fields: {fields}); pass --text-key"
         )
-    return row[spec.text_key] or ""
+    text = row[spec.text_key]
+    if text is not None and not isinstance(text, str):
+        raise PrepareError(
+            f"{where}: {spec.text_key!r} is {type(text).__name__}, not text; pass --text-key"
+        )
+    return text or ""
 
 
 def is_validation(doc_id: str, val_fraction: float) -> bool:
@@ -194,12 +271,34 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def source_fingerprint(spec: CorpusSpec) -> dict[str, str]:
+def remembered_sha256(paths: list[Path], memo: Path | None) -> list[str]:
+    """sha256 of each file, reusing the hash recorded in ``memo`` (a JSON file) for a file
+    whose path, size, modification time and inode are unchanged: a run start does not re-read
+    a large corpus, and a copied or touched file is hashed again (its content decides)."""
+    known = (read_json(memo) or {}) if memo else {}
+    out, changed = [], False
+    for path in paths:
+        st = path.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        entry = known.get(str(path))
+        if entry and entry[:3] == stamp:
+            out.append(entry[3])
+            continue
+        out.append(file_sha256(path))
+        known[str(path)] = [*stamp, out[-1]]
+        changed = True
+    if memo and changed:
+        atomic_write_json(memo, known)
+    return out
+
+
+def source_fingerprint(spec: CorpusSpec, memo: Path | None = None) -> dict[str, str]:
     """sha256 of every input file (the record of exactly what was tokenized)."""
     if spec.source == "sotu":
         return {"sotu.jsonl.xz": file_sha256(CORPORA_DIR / "sotu.jsonl.xz")}
     base = _base(spec)
-    return {p: file_sha256(base / p) for p in sorted({x.path for x in pieces(spec)})}
+    names = sorted({x.path for x in pieces(spec)})
+    return dict(zip(names, remembered_sha256([base / n for n in names], memo)))
 
 
 def _tokenizer_fingerprint(spec: CorpusSpec) -> str:

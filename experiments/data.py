@@ -15,7 +15,6 @@ changed corpus or setting never reuses stale shards. Nothing is downloaded.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
@@ -29,12 +28,14 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from experiments.files import atomic_writer, exclusive_lock, read_json
 from models.typed import LOGISTICS, Typed
 
 Source = Literal["sotu", "text", "bin"]
 Tokenizer = Literal["bpe", "bytes"]
 CACHE_ENV = "MOE_SCALING_CACHE"
 DEFAULT_CACHE = "~/.cache/moe-scaling"
+SHA_MEMO = "sha256-memo.json"  # in the cache: each source file's hash, by path, size and time
 
 
 class DataError(ValueError):
@@ -146,10 +147,11 @@ class Dataset:
 
 
 def _decompress(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    with lzma.open(src, "rb") as f, open(tmp, "wb") as out:
-        shutil.copyfileobj(f, out, 16 << 20)
-    os.replace(tmp, dst)
+    try:
+        with lzma.open(src, "rb") as f, atomic_writer(dst) as out:
+            shutil.copyfileobj(f, out, 16 << 20)
+    except (lzma.LZMAError, EOFError) as e:
+        raise DataError(f"{src}: damaged or truncated .xz file ({e})") from None
 
 
 def read_tokenized(
@@ -168,6 +170,13 @@ def read_tokenized(
     else:  # nanoGPT shards have no document boundaries: 64k-token chunks stand in for them
         val_docs = np.arange(0, max(len(val), 1), 65536, dtype=np.int64)
         meta.setdefault("notes", []).append("no document boundaries: 64k-token chunks")
+    for name, arr in (("train", train), ("val", val)):
+        want = meta.get("splits", {}).get(name, {}).get("tokens")
+        if want is not None and len(arr) != want:
+            raise DataError(
+                f"{directory}: {name}.bin holds {len(arr):,} tokens but meta.json says "
+                f"{want:,}: truncated or replaced; prepare the corpus again"
+            )
     vocab = int(meta.get("vocab_size") or vocab_size or 0)
     if vocab_size is not None and meta.get("vocab_size") and vocab_size != vocab:
         raise DataError(
@@ -181,45 +190,39 @@ def read_tokenized(
 
 
 @functools.cache
-def _fingerprint(source: str, path: str | None, glob: str, text_key: str) -> str:
+def _fingerprint(source: str, path: str | None, glob: str, text_key: str, memo: Path) -> str:
     if source == "sotu":
         return "sotu"  # the embedded corpus: part of the code's version
     root = Path(path).expanduser()
     if source == "bin":
-        meta = root / "meta.json"
-        if meta.exists() and "key" in json.loads(meta.read_text()):
-            return json.loads(meta.read_text())["key"]
+        meta = read_json(root / "meta.json") or {}
+        if "key" in meta:
+            return meta["key"]
         return hashlib.sha256(
             json.dumps([_shard(root, s).stat().st_size for s in ("train", "val")]).encode()
         ).hexdigest()[:16]
-    files = [root] if root.is_file() else sorted(p for p in root.glob(glob) if p.is_file())
-    listing = [
-        (
-            str(p.relative_to(root.parent if root.is_file() else root)),
-            p.stat().st_size,
-            p.stat().st_mtime_ns,
-        )
-        for p in files
-    ]
-    return hashlib.sha256(json.dumps([listing, text_key]).encode()).hexdigest()[:16]
+    from experiments.corpus import CorpusSpec, source_fingerprint
+
+    spec = CorpusSpec(str(root.resolve()), glob, text_key)
+    files = source_fingerprint(spec, memo)  # names and contents: no times, no location
+    return hashlib.sha256(json.dumps([files, text_key]).encode()).hexdigest()[:16]
 
 
 def fingerprint(cfg: DataConfig) -> str:
-    """What identifies the corpus in a run's id: a prepared corpus's key, or the listing of a
-    text folder (names, sizes, times), so the same data at another path is the same run."""
-    return _fingerprint(cfg.source, cfg.path, cfg.glob, cfg.text_key)
+    """What identifies the corpus in a run's id: a prepared corpus's key, or the names and
+    sha256 of a text folder's files, so the same data at another path, copied or touched, is
+    the same run (hashes are remembered in the cache, so a run start re-reads nothing)."""
+    return _fingerprint(cfg.source, cfg.path, cfg.glob, cfg.text_key, cfg.cache_root / SHA_MEMO)
 
 
 def _bin_key(cfg: DataConfig) -> str:
-    src = Path(cfg.path).expanduser()
-    meta = src / "meta.json"
-    if meta.exists() and "key" in json.loads(meta.read_text()):
-        parts = [json.loads(meta.read_text())["key"]]
-    else:
-        parts = []
-        for split in ("train", "val"):
-            st = _shard(src, split).stat()
-            parts.append(f"{split}:{st.st_size}:{st.st_mtime_ns}")
+    """The cache entry of a tokenized directory: its place and its shards' sizes and times.
+    Two directories never share an entry (the entry links to, or unpacks, one of them)."""
+    src = Path(cfg.path).expanduser().resolve()
+    parts = [str(src)]
+    for split in ("train", "val"):
+        st = _shard(src, split).stat()
+        parts.append(f"{split}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256(json.dumps([*parts, cfg.vocab_size]).encode()).hexdigest()[:16]
 
 
@@ -240,21 +243,26 @@ def _materialise_bin(cfg: DataConfig, out: Path) -> None:
 def prepare(cfg: DataConfig) -> Dataset:
     """Tokenize (or reuse the cached shards of) the configured corpus."""
     from experiments import prepare as builder
-    from experiments.corpus import corpus_key, spec_for
+    from experiments.corpus import corpus_key, source_fingerprint, spec_for
 
     root = cfg.cache_root
     root.mkdir(parents=True, exist_ok=True)
-    key = _bin_key(cfg) if cfg.source == "bin" else corpus_key(spec_for(cfg))
+    spec = files = None
+    if cfg.source == "bin":
+        key = _bin_key(cfg)
+    else:
+        spec = spec_for(cfg)
+        files = source_fingerprint(spec, root / SHA_MEMO)
+        key = corpus_key(spec, files)
     final = root / key
-    with open(root / f".{key}.lock", "w") as lock:  # concurrent runs of a sweep prepare once
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(root / f".{key}.lock"):  # concurrent runs of a sweep prepare once
         if not (final / "train.bin").exists():
             tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}-"))
             try:
                 if cfg.source == "bin":
                     _materialise_bin(cfg, tmp)
                 else:
-                    builder.build(spec_for(cfg), tmp, progress=False)
+                    builder.build(spec, tmp, progress=False, files=files)
                 if final.exists():
                     shutil.rmtree(final)
                 os.replace(tmp, final)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -41,8 +40,11 @@ from experiments.corpus import (
     pieces,
     source_fingerprint,
 )
+from experiments.files import atomic_write_bytes, atomic_writer, exclusive_lock, read_json
 
 EOT = "<|endoftext|>"
+MIN_BPE_VOCAB = 512  # as data.vocab_size accepts; 257 is the bare minimum of a byte-level BPE
+MAX_VOCAB = 1 << 20
 
 
 # ---- tokenizers ---------------------------------------------------------------------------
@@ -89,10 +91,10 @@ class Encoder:
             self.tok = Tokenizer.from_file(str(out / "tokenizer.json"))
         elif spec.tokenizer == "bpe":
             self.tok = train_bpe(_training_sample(spec, parts), spec.vocab_size)
-            _atomic_write(out / "tokenizer.json", self.tok.to_str().encode())
+            atomic_write_bytes(out / "tokenizer.json", self.tok.to_str().encode())
         else:
             self.tok = Tokenizer.from_file(spec.tokenizer)
-            _atomic_write(out / "tokenizer.json", self.tok.to_str().encode())
+            atomic_write_bytes(out / "tokenizer.json", self.tok.to_str().encode())
         self.vocab, self.eot = self.tok.get_vocab_size(), self.tok.token_to_id(EOT)
 
     @property
@@ -107,12 +109,6 @@ class Encoder:
 
 
 # ---- building -----------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _group(all_pieces: list[Piece]) -> list[list[Piece]]:
@@ -145,11 +141,11 @@ def _encode_part(spec: CorpusSpec, enc: Encoder, part: list[Piece], stem: Path) 
     flush()
     for split in ("train", "val"):
         arr = np.concatenate(tokens[split]) if tokens[split] else np.zeros(0, enc.dtype)
-        _atomic_write(stem.with_suffix(f".{split}.bin"), arr.tobytes())
-        _atomic_write(
+        atomic_write_bytes(stem.with_suffix(f".{split}.bin"), arr.tobytes())
+        atomic_write_bytes(
             stem.with_suffix(f".{split}.lens"), np.asarray(lens[split], np.int64).tobytes()
         )
-    _atomic_write(stem.with_suffix(".done"), b"ok")
+    atomic_write_bytes(stem.with_suffix(".done"), b"ok")
 
 
 def _concat(
@@ -159,7 +155,7 @@ def _concat(
     returns the kept documents' token lengths."""
     lens, total = [], 0
     itemsize = np.dtype(dtype).itemsize
-    with open(out, "wb") as f:
+    with atomic_writer(out) as f:
         for i in range(n):
             stem = parts_dir / f"{i:05d}"
             part = np.frombuffer(stem.with_suffix(f".{split}.lens").read_bytes(), np.int64)
@@ -214,7 +210,7 @@ def build(spec: CorpusSpec, out: Path, progress: bool = True, files: dict | None
         "splits": counts,
         "files_sha256": files,
     }
-    _atomic_write(out / "meta.json", json.dumps(meta, indent=1).encode())
+    atomic_write_bytes(out / "meta.json", json.dumps(meta, indent=1).encode())
     for f in parts_dir.iterdir():
         f.unlink()
     parts_dir.rmdir()
@@ -249,11 +245,53 @@ def compress(directory: Path) -> None:
         src = directory / f"{split}.bin"
         with (
             open(src, "rb") as f,
-            lzma.open(directory / f".{split}.bin.xz.tmp", "wb", preset=6) as out,
+            atomic_writer(directory / f"{split}.bin.xz") as raw,
+            lzma.open(raw, "wb", preset=6) as out,
         ):
             for block in iter(lambda: f.read(1 << 24), b""):
                 out.write(block)
-        os.replace(directory / f".{split}.bin.xz.tmp", directory / f"{split}.bin.xz")
+
+
+def prepared(out: Path) -> dict | None:
+    """meta.json of a finished corpus whose shards hold what it says; None otherwise (not
+    built, interrupted before meta.json, or a shard truncated or replaced since)."""
+    meta = read_json(out / "meta.json")
+    if meta is None:
+        return None
+    itemsize = np.dtype(meta.get("dtype", "uint16")).itemsize
+    for split in ("train", "val"):
+        shard = out / f"{split}.bin"
+        want = meta.get("splits", {}).get(split, {}).get("tokens")
+        if want is None or not shard.exists() or shard.stat().st_size != want * itemsize:
+            return None
+    return meta
+
+
+def check_arguments(a: argparse.Namespace) -> None:
+    """Everything that can be checked before reading the corpus (PrepareError)."""
+    if a.source != "sotu" and not Path(a.source).expanduser().exists():
+        raise PrepareError(f"{a.source} does not exist")
+    if a.tokenizer == "bpe" and not MIN_BPE_VOCAB <= a.vocab_size <= MAX_VOCAB:
+        raise PrepareError(
+            f"--vocab-size {a.vocab_size}: a byte-level BPE needs {MIN_BPE_VOCAB} to "
+            f"{MAX_VOCAB:,} tokens (256 bytes, the end-of-text token and merges)"
+        )
+    if a.tokenizer not in ("bpe", "bytes"):
+        path = Path(a.tokenizer).expanduser()
+        if not path.is_file():
+            raise PrepareError(f"--tokenizer {a.tokenizer}: no such tokenizer.json")
+        from tokenizers import Tokenizer
+
+        try:
+            Tokenizer.from_file(str(path))
+        except Exception as e:  # the library raises its own exception types
+            raise PrepareError(f"--tokenizer {a.tokenizer}: not a tokenizer.json ({e})") from None
+    if not 0 < a.val_fraction < 0.5:
+        raise PrepareError(f"--val-fraction {a.val_fraction}: must be in (0, 0.5)")
+    if a.bpe_sample_mb < 1:
+        raise PrepareError(f"--bpe-sample-mb {a.bpe_sample_mb}: must be >= 1")
+    if a.max_train_tokens is not None and a.max_train_tokens < 1:
+        raise PrepareError(f"--max-train-tokens {a.max_train_tokens}: must be >= 1")
 
 
 def main(argv=None) -> None:
@@ -274,9 +312,12 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--xz", action="store_true", help="also write .bin.xz copies")
     a = ap.parse_args(argv)
+    try:
+        check_arguments(a)
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     source = a.source if a.source == "sotu" else str(Path(a.source).expanduser().resolve())
-    if source != "sotu" and not Path(source).exists():
-        sys.exit(f"error: {a.source} does not exist")
     if a.tokenizer not in ("bpe", "bytes"):
         a.tokenizer = str(Path(a.tokenizer).expanduser().resolve())
     spec = CorpusSpec(
@@ -292,16 +333,25 @@ def main(argv=None) -> None:
     try:
         print("hashing the source...", flush=True)
         files = source_fingerprint(spec)
-        out = Path(a.out).expanduser() / corpus_key(spec, files)
-        if (out / "meta.json").exists():
-            meta = json.loads((out / "meta.json").read_text())
-            print(f"already prepared: {out}")
-        else:
-            meta = build(spec, out, files=files)
-        if a.xz and not (out / "train.bin.xz").exists():
-            compress(out)
+        key = corpus_key(spec, files)
+        root = Path(a.out).expanduser()
+        out = root / key
+        # One builder per corpus: a second prepare of the same corpus waits, then finds it
+        # built (two writers into one folder corrupted the shards before this lock).
+        with exclusive_lock(out / ".prepare.lock", f"waiting for another prepare of {out}"):
+            meta = prepared(out)
+            if meta is not None:
+                print(f"already prepared: {out}")
+            else:
+                if (out / "meta.json").exists():
+                    print(f"{out}: its shards do not match meta.json; building again")
+                    (out / "meta.json").unlink()
+                meta = build(spec, out, files=files)
+            if a.xz and not (out / "train.bin.xz").exists():
+                compress(out)
     except PrepareError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     s = meta["splits"]
     print(
         f"{out}: vocab {meta['vocab_size']}, train {s['train']['tokens']:,} tokens in "

@@ -17,12 +17,19 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
+
+from experiments.files import (
+    LocksUnsupported,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    try_flock,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG, METRICS, SUMMARY, PROGRESS = "config.yaml", "metrics.jsonl", "summary.json", "progress.json"
@@ -34,25 +41,6 @@ def run_id(identity: dict) -> str:
     """Stable id of a run: hash of its resolved config minus logistics."""
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=str) + "\n").encode())
 
 
 def git_sha() -> str | None:
@@ -254,15 +242,20 @@ def is_locked(run_dir: Path) -> bool:
     """Whether some process holds the run's lock (a crashed holder's lock is released by the
     kernel with its file descriptors, so a stale lock cannot block anything)."""
     path = Path(run_dir) / LOCK
-    if not path.exists():
+    try:  # read-only: a reader of a shared sweep directory may not write its lock files
+        f = open(path)  # noqa: SIM115
+    except FileNotFoundError:
         return False
-    with open(path, "a") as f:
+    except PermissionError:
+        return False  # cannot tell: the run's own files say what state it is in
+    with f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
+            taken = try_flock(f, exclusive=False)
+        except LocksUnsupported:
+            return False
+        if taken:
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return not taken
 
 
 class RunDir:
@@ -321,12 +314,15 @@ class RunDir:
         """Hold the directory for this process's run; RunBusy if another process holds it."""
         f = open(self.path / LOCK, "a+")  # noqa: SIM115 (held until release())
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            taken = try_flock(f)
+        except LocksUnsupported:
+            f.close()
+            raise
+        if not taken:
             f.seek(0)
             holder = f.read().strip() or "another process"
             f.close()
-            raise RunBusy(f"{self.path} is being trained by {holder}") from None
+            raise RunBusy(f"{self.path} is being trained by {holder}")
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {socket.gethostname()}")
@@ -341,11 +337,7 @@ class RunDir:
 
     # -- records --
     def read_summary(self) -> dict | None:
-        try:
-            s = json.loads(self.summary.read_text())
-            return s if isinstance(s, dict) else None
-        except (OSError, ValueError):
-            return None
+        return read_json(self.summary)
 
     def write_config(self, resolved: dict) -> None:
         atomic_write_bytes(self.config, yaml.safe_dump(resolved, sort_keys=False).encode())

@@ -34,9 +34,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import ConfigError, DataError, from_dict
+from experiments.files import atomic_write_json
 from experiments.mps import mps_daemon
 from experiments.plan import PlannedRun, SweepSpec, format_table, plan
-from experiments.record import atomic_write_json, run_id
+from experiments.record import run_id
 from experiments.slurm import FORWARDED_HYDRA, render_sweep
 from experiments.status import format_status, sweep_states, to_train
 from experiments.throughput import efficiency, format_efficiency, read_sweep_log
