@@ -106,19 +106,71 @@ def require_columns(df: pd.DataFrame, columns, what: str) -> None:
         raise TableError(f"{what} needs column(s) {missing}; the table has {sorted(df.columns)}")
 
 
+def _labels(df: pd.DataFrame) -> pd.Series:
+    return df["run_id"].astype(str) if "run_id" in df.columns else pd.Series(range(len(df)))
+
+
+def refuse_duplicates(df: pd.DataFrame) -> None:
+    """A run counted twice (a copied run directory, a duplicated row) would pass for a
+    replicate with zero noise and make every interval a point: refuse it, naming the copies."""
+    if "run_id" in df.columns:
+        dup = df[df["run_id"].duplicated(keep=False)]
+        where = "run_dir" if "run_dir" in df.columns else None
+    else:
+        dup = df[df.duplicated(keep=False)]
+        where = None
+    if dup.empty:
+        return
+    first = dup.iloc[0]
+    same = dup[dup["run_id"] == first["run_id"]] if "run_id" in df.columns else dup
+    places = f" ({', '.join(map(str, same[where]))})" if where else ""
+    what = f"run {first['run_id']}" if "run_id" in df.columns else "a row"
+    raise TableError(
+        f"{what} appears {len(same)} times{places}: a copied run directory or a duplicated "
+        f"row would pass for a replicate; keep one ({dup.shape[0]} duplicate rows in all)"
+    )
+
+
+def refuse_bad_numbers(
+    df: pd.DataFrame, positive: list[str], fractions: list[str], non_negative: list[str] = ()
+) -> None:
+    """Columns the analysis computes with must hold finite numbers: positive ones (budgets,
+    tokens, parameter counts), fractions in [0, 1) (sparsity) and counts that may be zero
+    (embedding parameters). One NaN budget would drop a whole budget from the fits with no
+    word said."""
+    checks = (
+        [(c, lambda v: v > 0, "a finite positive number") for c in positive]
+        + [(c, lambda v: 0 <= v < 1, "a finite number in [0, 1)") for c in fractions]
+        + [(c, lambda v: v >= 0, "a finite number >= 0") for c in non_negative]
+    )
+    for col, ok, want in checks:
+        if col not in df.columns:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = [i for i, v in enumerate(values) if not (math.isfinite(v) and ok(v))]
+        if bad:
+            label = _labels(df)
+            listed = ", ".join(f"{label.iloc[i]}={df[col].iloc[i]}" for i in bad[:10])
+            raise TableError(
+                f"{len(bad)} run(s) have a {col} that is not {want}: {listed}; fix or drop them"
+            )
+
+
 def done_runs(df: pd.DataFrame, loss_col: str) -> pd.DataFrame:
     """Finished runs with a usable loss; refuses losses that are not finite and positive
-    (a diverged run that slipped through, a unit mix-up) and lists the runs that have them."""
+    (a diverged run that slipped through, a unit mix-up) and lists the runs that have them,
+    and refuses runs that appear twice."""
     if df.empty:
         raise TableError("the table has no rows")
     require_columns(df, [loss_col], "fitting")
+    refuse_duplicates(df)
     if "status" in df.columns:
         df = df[df["status"] == "done"]
     df = df[df[loss_col].notna()].reset_index(drop=True)
     values = pd.to_numeric(df[loss_col], errors="coerce")
     bad = [i for i, v in enumerate(values) if not (math.isfinite(v) and v > 0)]
     if bad:
-        label = df["run_id"] if "run_id" in df.columns else pd.Series(range(len(df)))
+        label = _labels(df)
         listed = ", ".join(f"{label.iloc[i]}={df[loss_col].iloc[i]}" for i in bad[:10])
         raise TableError(
             f"{len(bad)} run(s) have a {loss_col} that is not a finite positive "

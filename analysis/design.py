@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.collect import TableError, refuse_bad_numbers
 from analysis.flops import flops_per_token
 from analysis.laws import Columns
 
@@ -125,6 +126,32 @@ def best_lr(df: pd.DataFrame, loss: str) -> tuple[pd.DataFrame, dict | None]:
     return out, summary
 
 
+def _distinct_seeds(df: pd.DataFrame, seeded: bool, notes: list[str]) -> pd.DataFrame:
+    """A replicate is another seed. Two runs of one seed at one design point are not two
+    measurements: refuse them (with a seed column), or, for a table without one, number the
+    repeats as seeds and say so."""
+    repeats = df.groupby(list(CELL))["seed"].transform("size") > 1
+    if not repeats.any():
+        return df
+    if seeded:
+        label = df["run_id"].astype(str) if "run_id" in df else pd.Series(df.index.astype(str))
+        rows = df[repeats].sort_values(list(CELL))
+        first = rows.iloc[0]
+        same = rows[(rows[list(CELL)] == first[list(CELL)]).all(axis=1)]
+        raise TableError(
+            f"runs {', '.join(label[same.index])} are one design point (budget "
+            f"{first['budget_group']:.3g}, S={first['sparsity']}, N={first['N_total']:.4g}) "
+            f"with the same seed {first['seed']}: replicates need distinct seeds; drop the copies"
+        )
+    df = df.copy()
+    df["seed"] = df.groupby(list(CELL)).cumcount()
+    notes.append(
+        f"no seed column: {int(repeats.sum())} runs at repeated design points are read as "
+        "replicate seeds"
+    )
+    return df
+
+
 def prepare(
     df: pd.DataFrame,
     loss: str,
@@ -136,10 +163,16 @@ def prepare(
 ) -> Design:
     df = df.copy()
     notes: list[str] = []
+    positive = [budget_col, "tokens", "flops_per_token", "params_total", "params_active"]
+    refuse_bad_numbers(
+        df, positive + ([n_col] if n_col else []), ["sparsity"], ["params_embedding"]
+    )
     df["N_total"], df["N_active"] = n_columns(df, n_convention, n_col)
+    refuse_bad_numbers(df, ["N_total", "N_active"], [])
     if "sparsity" not in df:
         df["sparsity"] = 0.0
-    if "seed" not in df:
+    seeded = "seed" in df
+    if not seeded:
         df["seed"] = 0
     budgets = df[budget_col].astype(float).to_numpy() if budget_col in df else None
     if budgets is not None:
@@ -169,6 +202,7 @@ def prepare(
                 f"best learning rate kept per point: {design.lr['runs_set_aside']} "
                 f"run(s) at other learning rates set aside"
             )
+        df = _distinct_seeds(df, seeded, notes)
     if "epochs" in df:
         over = df["epochs"].astype(float) > 1.0
         design.repeated = df.loc[over, "run_id"].astype(str).tolist() if "run_id" in df else []
