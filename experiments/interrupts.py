@@ -1,8 +1,12 @@
-"""SIGINT (Ctrl-C) and SIGTERM (how SLURM pre-empts) become a request to stop cleanly.
+"""SIGINT (Ctrl-C), SIGTERM and SIGUSR1/SIGUSR2 (how SLURM warns of a time limit or
+pre-emption: the presets ask for ``USR2@120``) become a request to stop cleanly.
 
 Inside ``Interrupts()`` the first signal only sets ``requested``: the training loop finishes
 its step, writes a checkpoint and an ``interrupted`` record, and exits with one line. A second
 signal exits at once (the last checkpoint stays valid: checkpoints are renamed into place).
+A handler that was installed before (submitit's, which requeues the job on USR2) is called
+once the run is saved and recorded (``Interrupted.chain``), so the scheduler still does its
+part.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import signal
 import sys
 import threading
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Interrupted(Exception):
@@ -21,7 +25,15 @@ class Interrupted(Exception):
     def __init__(self, signum: int, message: str, summary=None):
         super().__init__(message)
         self.code = 128 + signum
+        self.signum = signum
         self.summary = summary  # the run's RunSummary, status "interrupted"
+        self.previous = None  # the handler installed before ours, for this signal
+
+    def chain(self) -> None:
+        """Call the handler that was there before ours (a scheduler's), if it was Python's."""
+        handler = self.previous
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(self.signum, None)
 
 
 class Interrupts:
@@ -55,6 +67,8 @@ class Interrupts:
                 self._previous[s] = signal.signal(s, self._handle)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, exc, tb) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        if isinstance(exc, Interrupted):
+            exc.previous = self._previous.get(exc.signum)

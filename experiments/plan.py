@@ -187,6 +187,35 @@ class SweepSpec(Typed):
                 "sweep.batch_sizes",
                 f"give one batch size per budget ({len(self.budgets)})",
             )
+        if self.replicates is not None:
+            sparsities = [1 - K / E for E, K in self.sparsity.expert_pairs()]
+            for group in self.replicates.groups:
+                check(
+                    len(group) == 2,
+                    "sweep.replicates.groups",
+                    f"{group} is not a [budget, sparsity] pair",
+                )
+                # A group that matches nothing would silently plan no noise-floor runs.
+                check(
+                    self.replicated(*group, among=(self.budgets, sparsities)),
+                    "sweep.replicates.groups",
+                    f"{group} matches no (budget, sparsity) of the spec: budgets "
+                    f"{self.budgets}, sparsities {[round(x, 6) for x in sparsities]}",
+                )
+
+    def replicated(self, budget: float, sparsity: float, among=None) -> bool:
+        """Whether (budget, sparsity) is one of the replicate groups, or with ``among`` =
+        (budgets, sparsities), whether it is one of those pairs. Budgets agree to 1e-9
+        relative and sparsities to 1e-6: S = 1 - K/E need not equal the written 0.9375 bit
+        for bit."""
+        if among is not None:
+            pairs = [(b, x) for b in among[0] for x in among[1]]
+        else:
+            pairs = self.replicates.groups if self.replicates else []
+        return any(
+            abs(budget - b) <= 1e-9 * max(abs(budget), abs(b)) and abs(sparsity - x) <= 1e-6
+            for b, x in pairs
+        )
 
     @classmethod
     def from_dict(cls, d: dict) -> SweepSpec:
@@ -275,7 +304,7 @@ def plan(
             ]
             chosen, target = bracket(spec, budget, cands)
             seeds = list(spec.seeds)
-            if spec.replicates and [budget, 1 - K / E] in spec.replicates.groups:
+            if spec.replicated(budget, 1 - K / E):
                 seeds += [s for s in spec.replicates.seeds if s not in seeds]
             for tc in chosen:
                 lrs = [lr_rule(tc)] if tuned else (spec.lrs or [None])

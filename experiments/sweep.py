@@ -19,8 +19,10 @@ output root is Hydra's ``hydra.sweep.dir`` (default ``sweeps/<name>``); run dire
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +45,7 @@ from experiments.status import format_status, sweep_states, to_train
 from experiments.throughput import efficiency, format_efficiency, read_sweep_log
 from experiments.train import resolve
 
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PLANNER_KEYS = (
     "model.d_model",
@@ -202,20 +205,50 @@ def launch(
         (o for o in hydra_overrides + extra if o.startswith("hydra/launcher")), "basic launcher"
     )
     print(f"launching {len(run_ids)} runs through Hydra multirun ({launcher})", flush=True)
-    child = subprocess.Popen(cmd, env=os.environ | (env or {}))
-    while True:
-        try:  # Ctrl-C reaches the runs too: wait while they save their checkpoints
-            return child.wait()
-        except KeyboardInterrupt:
-            print("waiting for the runs to save their checkpoints...", flush=True)
+    # The runs get a process group of their own, and every stop signal the driver receives
+    # (Ctrl-C, SIGTERM, SIGHUP, SLURM's USR1/USR2) is passed to all of it: they save their
+    # checkpoints and stop, and no orphaned multirun trains the rest of the sweep.
+    child = subprocess.Popen(cmd, env=os.environ | (env or {}), start_new_session=True)
+
+    def forward(signum, frame):
+        print(
+            f"{signal.Signals(signum).name}: passed to the runs; waiting while they save "
+            "their checkpoints",
+            flush=True,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    _reap(child.pid, sweep_dir / "runs", run_ids)
+    return code
 
 
-def report(sweep_dir: Path, run_ids: list[str]) -> None:
+def _reap(group: int, runs_root: Path, run_ids: list[str], timeout_s: float = 300.0) -> None:
+    """End what the multirun leaves behind once its runs are saved: a multirun stopped by a
+    signal leaves its idle pool workers running (they would hold the terminal's pipes and
+    live on). Waits while any run still holds its lock (saving a checkpoint), then kills."""
+    from experiments.record import is_locked
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(is_locked(runs_root / r) for r in run_ids):
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signal.SIGKILL)
+
+
+def report(sweep_dir: Path, run_ids: list[str]) -> bool:
+    """Build the sweep's report; False (and one line saying why) when it could not be."""
     try:
         from analysis.report import build_report
     except ImportError as e:
         print(f"analysis unavailable ({e}); runs are in {sweep_dir / 'runs'}")
-        return
+        return False
     runs = sweep_dir / "runs"
     planned = set(run_ids)
     others = (
@@ -228,8 +261,10 @@ def report(sweep_dir: Path, run_ids: list[str]) -> None:
             [runs / rid for rid in run_ids], sweep_dir / "report", not_in_plan=others
         )
         print(f"report: {out}")
-    except Exception as e:
-        print(f"report not built: {type(e).__name__}: {e}")
+        return True
+    except Exception as e:  # the runs are safe; the sweep's exit code says the report failed
+        print(f"report not built: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return False
 
 
 def _unique_tokens(tc) -> int | None:
@@ -343,9 +378,8 @@ def run_sweep(cfg: DictConfig) -> int:
     states = sweep_states(sweep_dir / "runs", ids)
     print(format_status(states, names))
     print(f"sweep wall time {time.time() - t0:.0f}s")
-    if cfg.report:
-        report(sweep_dir, ids)
-    return 0 if all(s == "done" for s, _, _ in states.values()) else 1
+    reported = report(sweep_dir, ids) if cfg.report else True
+    return 0 if reported and all(s == "done" for s, _, _ in states.values()) else 1
 
 
 @hydra.main(config_path="../conf", config_name="launch", version_base="1.3")

@@ -224,6 +224,7 @@ def main(cfg: DictConfig):
         sys.exit(EXIT_CONFIG)
     except Interrupted as e:  # the whole process stops, a sweep too: that is what was asked
         print(f"stopped: {e}", file=sys.stderr, flush=True)
+        e.chain()  # saved and recorded: now a scheduler's own handler (requeue) may act
         sys.exit(e.code)
     if summary.get("status") == "failed" and not _is_multirun():
         sys.exit(EXIT_FAILED)

@@ -39,8 +39,9 @@ def _wait_for_step(run_root: Path, step: int, proc, timeout=120):
     raise AssertionError("the run finished or stalled before it could be signalled")
 
 
-# 1. Ctrl-C and SIGTERM save, record "interrupted", exit with one line; a rerun matches.
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+# 1. Ctrl-C, SIGTERM and SLURM's USR2 warning save, record "interrupted", exit with one line;
+# a rerun matches.
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2])
 def test_signal_saves_and_resumes_to_the_uninterrupted_result(tmp_path, sig):
     args = [
         *TINY,
@@ -285,5 +286,32 @@ def test_sweep_report_reads_only_the_planned_runs(tmp_path, monkeypatch):
         return out / "report.md"
 
     monkeypatch.setattr(analysis.report, "build_report", fake)
-    report(tmp_path, ["planned1", "planned2"])
+    assert report(tmp_path, ["planned1", "planned2"])
     assert seen == {"source": ["planned1", "planned2"], "others": ["old1"]}
+
+
+def test_a_report_that_fails_is_said_and_not_a_success(tmp_path, monkeypatch, capsys):
+    import analysis.report
+    from experiments.sweep import report
+
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    monkeypatch.setattr(analysis.report, "build_report", lambda *a, **k: 1 / 0)
+    assert report(tmp_path, ["r1"]) is False  # the sweep exits 1, not 0
+    assert "report not built: ZeroDivisionError" in capsys.readouterr().err
+
+
+def test_a_schedulers_handler_runs_after_the_run_is_saved():
+    """submitit requeues a job from its own USR2 handler: ours saves first, then calls it."""
+    from experiments.interrupts import Interrupted, Interrupts
+
+    calls = []
+    previous = signal.signal(signal.SIGUSR2, lambda s, f: calls.append(s))
+    try:
+        with pytest.raises(Interrupted) as e, Interrupts() as interrupts:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert interrupts.requested == signal.SIGUSR2 and calls == []  # ours, not theirs
+            raise Interrupted(interrupts.requested, "saved")
+        e.value.chain()
+        assert calls == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

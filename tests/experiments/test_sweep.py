@@ -209,6 +209,12 @@ def test_replicate_seeds_at_chosen_groups():
     assert len(extra) == 3 and all(r.budget == 1e10 and r.sparsity == 0.75 for r in extra)
 
 
+@pytest.mark.parametrize("group", [[1e10, 0.7], [3e10, 0.75], [1e10]])
+def test_replicate_groups_that_match_nothing_are_refused(group):
+    with pytest.raises(ConfigError, match=r"sweep.replicates.groups: .*(matches no|is not a)"):
+        _spec("micro", replicates={"seeds": [1], "groups": [group]})
+
+
 def test_train_only_some_budgets_now(tmp_path):
     from experiments.sweep import plan_sweep
 
@@ -218,3 +224,50 @@ def test_train_only_some_budgets_now(tmp_path):
         assert {r.budget for r in runs} == {2e10}
         with pytest.raises(ConfigError, match="not among the spec's budgets"):
             plan_sweep(spec, tmp_path, only=[3e10])
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{proc}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    pids.append(int(proc))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+@pytest.mark.slow
+def test_stopping_the_driver_stops_its_runs(tmp_path):
+    """SIGTERM to the sweep driver reaches every run: they save and stop, nothing trains on."""
+    import signal
+    import time
+
+    sweep_dir = tmp_path / "sw"
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.sweep",
+        "sweep=micro",
+        "sweep.budgets=[3e11]",
+        "report=false",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MOE_SCALING_CACHE=str(tmp_path / "cache"))
+    driver = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(sweep_dir.glob("runs/*/progress.json")):
+        time.sleep(0.2)
+    assert driver.poll() is None, "the sweep ended before it could be stopped"
+    driver.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=120)
+    assert "SIGTERM: passed to the runs" in out
+    deadline = time.time() + 30
+    while time.time() < deadline and _processes_mentioning(str(sweep_dir)):
+        time.sleep(0.2)
+    assert not _processes_mentioning(str(sweep_dir)), "runs kept training after the driver"
+    started = list(sweep_dir.glob("runs/*/progress.json"))
+    saved = [p.parent for p in started if (p.parent / "checkpoint.pt").exists()]
+    done = [p.parent for p in started if (p.parent / "summary.json").exists()]
+    assert saved or done
