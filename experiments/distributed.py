@@ -136,6 +136,20 @@ def wrap(model: torch.nn.Module, d: Dist, strategy: str, device: torch.device):
     return DDP(model, device_ids=ids)
 
 
+# What a collective raises when another rank is gone (killed, pre-empted, its host lost).
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL")
+
+
+def lost_peer(e: BaseException, d: Dist) -> bool:
+    """Whether a multi-rank run stopped because another rank is gone, not because training
+    failed: such a run is resumable from its last checkpoint, never a failure to retry."""
+    if d.world <= 1:
+        return False
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(e, RuntimeError) and any(s in str(e) for s in PEER_LOST)
+
+
 def close(d: Dist) -> None:
     if d.launched and dist.is_initialized():
         dist.destroy_process_group()

@@ -273,7 +273,7 @@ def _unique_tokens(tc) -> int | None:
 
     try:
         return prepare(tc.data).unique_train_tokens
-    except (DataError, OSError) as e:
+    except (ValueError, OSError) as e:  # DataError, PrepareError, an unreadable file
         print(f"warning: could not read the corpus to check for repeated data: {e}")
         return None
 

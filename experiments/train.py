@@ -23,9 +23,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from experiments import distributed as dist_
 from experiments.config import ConfigError, DataError, TrainConfig, from_dict, register_defaults
+from experiments.files import LocksUnsupported
 from experiments.record import ForeignRunDir, RunBusy, RunDir, RunSummary, run_id
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
+PREVIOUS_FAILURE = "previous_failure.json"  # a retried run's last failure record
 register_defaults()
 
 
@@ -86,10 +88,13 @@ def _open_run_dir(tc: TrainConfig, rid: str, rd: RunDir, resolved: dict) -> dict
     except RunBusy as e:
         print(f"[{rid}] skipped: {e}", flush=True)
         return {"run_id": rid, "status": "running", "reason": str(e)}
+    except LocksUnsupported as e:  # not "held by another process": nothing could be held
+        raise RunError(str(e)) from None
     previous = rd.read_summary()
-    if previous and previous.get("status") == "failed":  # a retry starts from scratch
-        for p in (rd.summary, rd.checkpoint, rd.metrics):
-            p.unlink(missing_ok=True)
+    if previous and previous.get("status") == "failed":
+        # A retry resumes from the run's last checkpoint, if it has one: nothing already
+        # trained is deleted. The failure's record is kept beside it.
+        rd.summary.replace(rd.path / PREVIOUS_FAILURE)
     rd.write_config(resolved)
     return None
 
@@ -139,7 +144,7 @@ def _execute(tc: TrainConfig, resolved: dict, d: dist_.Dist) -> dict:
                 data = prepare(tc.data)
                 check_lengths(data, tc.model.seq_len)
                 trainer = Trainer(tc, rid, rd, data, device, d)
-            except (DataError, ValueError, BackendUnavailable, RuntimeError) as e:
+            except (DataError, ValueError, BackendUnavailable, RuntimeError, LocksUnsupported) as e:
                 summary = _failed(tc, rid, "setup", f"setup: {e}")
                 raise RunError(f"[{rid}] {e}") from None
             _say(
@@ -159,9 +164,17 @@ def _execute(tc: TrainConfig, resolved: dict, d: dist_.Dist) -> dict:
                 summary = e.summary
                 raise
             except Exception as e:  # OOM, kernel errors...: record why, never lose the run
-                summary = trainer.summary("failed", f"{type(e).__name__}: {e}")
-                summary.failure_kind = "training"
-                traceback.print_exc()
+                if dist_.lost_peer(e, d):  # not a failure: the rerun resumes
+                    why = str(e).strip().splitlines()[0][:200]
+                    summary = trainer.summary(
+                        "interrupted",
+                        f"lost a rank at step {trainer.state.step} ({why}); rerun to resume "
+                        f"from the checkpoint at step {trainer.checkpointed_step}",
+                    )
+                else:
+                    summary = trainer.summary("failed", f"{type(e).__name__}: {e}")
+                    summary.failure_kind = "training"
+                    traceback.print_exc()
     except DeviceUnavailable as e:  # a setup failure too: retried on the next run
         summary = _failed(tc, rid, "setup", f"setup: {e}")
         raise RunError(f"[{rid}] {e}") from None
@@ -226,7 +239,10 @@ def main(cfg: DictConfig):
         print(f"stopped: {e}", file=sys.stderr, flush=True)
         e.chain()  # saved and recorded: now a scheduler's own handler (requeue) may act
         sys.exit(e.code)
-    if summary.get("status") == "failed" and not _is_multirun():
+    stopped = summary.get("status") == "interrupted" and "lost a rank" in (
+        summary.get("reason") or ""
+    )
+    if (summary.get("status") == "failed" or stopped) and not _is_multirun():
         sys.exit(EXIT_FAILED)
     return summary
 

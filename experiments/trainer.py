@@ -141,6 +141,7 @@ class Trainer:
         self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # losses not yet read
         self.last_read: tuple[float, float] | None = None  # (loss, aux) of the latest read step
         self.last_aux = None
+        self.checkpointed_step = 0  # the step the latest checkpoint holds (0: none)
         self.setup_s = time.perf_counter() - t0
 
     # -- checkpoints --
@@ -162,6 +163,7 @@ class Trainer:
             if wait:
                 self.ckpt.wait()
         self.state.time.checkpoint_s += time.perf_counter() - t0
+        self.checkpointed_step = self.state.step
 
     def maybe_resume(self) -> bool:
         if not self.rd.checkpoint.exists():
@@ -178,6 +180,7 @@ class Trainer:
             dist_.split_experts(ckpt, self.model.expert_parallel_params, self.ep),
         )
         self.state.load_state_dict(ckpt["loop"])
+        self.checkpointed_step = self.state.step
         set_rng_state(ckpt["rng"], self.device)
         if self.d.is_main:
             bad = self.rd.truncate_metrics(self.state.step)

@@ -315,3 +315,17 @@ def test_a_schedulers_handler_runs_after_the_run_is_saved():
         assert calls == [signal.SIGUSR2]
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_retrying_a_failed_run_keeps_what_it_trained(tmp_path, capsys):
+    """retry_failed resumes from the failed run's last checkpoint; the failure is kept."""
+    args = (*MOE, "budget.flops=2e10", "run.checkpoint_every=10", "train.nan_at_step=45")
+    first = execute(tiny_config(tmp_path, *args))
+    assert first["status"] == "failed"
+    run_dir = tmp_path / "runs" / first["run_id"]
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["loop"]["step"] == 40
+    capsys.readouterr()
+    execute(tiny_config(tmp_path, *args, "run.retry_failed=true"))
+    assert "resuming from step 40" in capsys.readouterr().out
+    kept = json.loads((run_dir / "previous_failure.json").read_text())
+    assert kept["status"] == "failed" and "non-finite" in kept["reason"]

@@ -260,3 +260,38 @@ def test_slurm_tasks_become_torch_distributed_ranks(monkeypatch):
         os.environ["MASTER_ADDR"],
     ) == ("3", "1", "4", "node1")
     assert int(os.environ["MASTER_PORT"]) == 20000 + 1234
+
+
+def test_a_lost_rank_leaves_a_resumable_run_not_a_failure(tmp_path):
+    """SIGKILL of rank 1 alone: rank 0's collective fails. That is an interruption (the rerun
+    resumes from the last checkpoint), not a training failure that a retry would restart."""
+    _train(tmp_path, "ref")
+    extra = ["budget.flops=1e10", "run.checkpoint_every=10"]
+    proc = _train(
+        tmp_path,
+        "k",
+        *extra,
+        ranks=2,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "k").glob("*/checkpoint.pt"))
+        if found and torch.load(found[0], weights_only=True)["loop"]["step"] >= 30:
+            break
+        time.sleep(0.05)
+    rank1 = [
+        pid
+        for pid in _descendants(proc.pid)
+        if b"\0RANK=1\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes()
+    ]
+    assert proc.poll() is None and rank1, "the run finished before rank 1 could be killed"
+    os.kill(rank1[0], signal.SIGKILL)
+    assert proc.wait(timeout=120) != 0
+    s = _summary(tmp_path, "k")
+    assert s["status"] == "interrupted" and s["reason"].startswith("lost a rank"), s["reason"]
+    _train(tmp_path, "k", *extra, ranks=2)
+    k, ref = _summary(tmp_path, "k"), _summary(tmp_path, "ref")
+    assert k["status"] == "done" and abs(k["val_loss"] - ref["val_loss"]) < 1e-4
