@@ -155,10 +155,10 @@ def _decompress(src: Path, dst: Path) -> None:
 
 
 def read_tokenized(
-    directory: Path, vocab_size: int | None
+    directory: Path, vocab_size: int | None, source: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """(train, val, val_docs, meta) of a tokenized directory; .xz shards must be decompressed
-    first (see ``prepare``)."""
+    first (see ``prepare``). ``source``: where the corpus came from, for messages."""
     meta_path = directory / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     dtype = meta.get("dtype", "uint16")
@@ -174,8 +174,8 @@ def read_tokenized(
         want = meta.get("splits", {}).get(name, {}).get("tokens")
         if want is not None and len(arr) != want:
             raise DataError(
-                f"{directory}: {name}.bin holds {len(arr):,} tokens but meta.json says "
-                f"{want:,}: truncated or replaced; prepare the corpus again"
+                f"{source or directory}: {name}.bin holds {len(arr):,} tokens but meta.json "
+                f"says {want:,}: truncated or replaced; prepare the corpus again"
             )
     vocab = int(meta.get("vocab_size") or vocab_size or 0)
     if vocab_size is not None and meta.get("vocab_size") and vocab_size != vocab:
@@ -268,7 +268,9 @@ def prepare(cfg: DataConfig) -> Dataset:
                 os.replace(tmp, final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    train, val, val_docs, meta = read_tokenized(final, cfg.vocab_size)
+    train, val, val_docs, meta = read_tokenized(
+        final, cfg.vocab_size, cfg.path if cfg.source == "bin" else None
+    )
     return Dataset(
         train, val, val_docs, int(meta.get("vocab_size") or cfg.vocab_size), key, final, meta
     )

@@ -178,12 +178,14 @@ def build(spec: CorpusSpec, out: Path, progress: bool = True, files: dict | None
     enc = Encoder(spec, out, [p for part in parts for p in part])
     total = sum(p.size for part in parts for p in part)
     bar = _progress(total, progress)
-    for i, part in enumerate(parts):
-        stem = parts_dir / f"{i:05d}"
-        if not stem.with_suffix(".done").exists():
-            _encode_part(spec, enc, part, stem)
-        bar.update(sum(p.size for p in part))
-    bar.close()
+    try:
+        for i, part in enumerate(parts):
+            stem = parts_dir / f"{i:05d}"
+            if not stem.with_suffix(".done").exists():
+                _encode_part(spec, enc, part, stem)
+            bar.update(sum(p.size for p in part))
+    finally:  # an error then starts on a line of its own
+        bar.close()
     counts = {}
     for split in ("train", "val"):
         cap = spec.max_train_tokens if split == "train" else None

@@ -210,7 +210,10 @@ def launch(
     # checkpoints and stop, and no orphaned multirun trains the rest of the sweep.
     child = subprocess.Popen(cmd, env=os.environ | (env or {}), start_new_session=True)
 
+    received: list[int] = []
+
     def forward(signum, frame):
+        received.append(signum)
         print(
             f"{signal.Signals(signum).name}: passed to the runs; waiting while they save "
             "their checkpoints",
@@ -226,7 +229,7 @@ def launch(
         for s, handler in previous.items():
             signal.signal(s, handler)
     _reap(child.pid, sweep_dir / "runs", run_ids)
-    return code
+    return 128 + received[0] if received else code
 
 
 def _reap(group: int, runs_root: Path, run_ids: list[str], timeout_s: float = 300.0) -> None:

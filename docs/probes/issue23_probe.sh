@@ -77,7 +77,7 @@ out=$(python -m experiments.sweep sweep=micro "+sweep.replicates={seeds:[1],grou
 python -m experiments.sweep sweep=micro "sweep.budgets=[3e11]" report=false hydra.sweep.dir=$W/sw8 > $W/sw8.out 2>&1 & d=$!
 for i in $(seq 1 600); do ls $W/sw8/runs/*/progress.json > /dev/null 2>&1 && break; sleep 0.2; done
 kill -TERM $d; wait $d; rc=$?; sleep 2
-left=$(grep -l "$W/sw8" /proc/[0-9]*/cmdline 2>/dev/null | wc -l)
+left=$(pgrep -f "hydra.sweep.dir=$W/sw8" | wc -l)
 p "8 SIGTERM to the sweep driver" $rc "processes of the sweep left: $left; $(grep -c 'interrupted by SIGTERM' $W/sw8.out) run(s) saved on SIGTERM"
 # 9. SLURM's USR2 warning
 $T budget.flops=3e11 run.log_every=20 run.root=$W/r9 > $W/usr2.out 2>&1 & pid=$!
@@ -89,7 +89,7 @@ out=$($T budget.flops=3e11 run.log_every=20 run.root=$W/r9 2>&1); p "9 rerun aft
 ls -l $W/r9/*/summary.json | awk '{printf "%-46s |        | %s summary.json, %s\n", "10 run record permissions (umask 022)", $1, "'"$(stat -c %a $W/r9/*/run.json)"' run.json"}'
 # 11. bad corpus files
 mkdir -p $W/bad; printf '{"text": "a"}\n{"text": 3}\n' > $W/bad/x.jsonl
-out=$(python -m experiments.prepare $W/bad --glob '*.jsonl' --tokenizer bytes --out $W/o11 2>&1); p "11 JSON line whose text is a number" $? "$(echo "$out" | last)"
+out=$(python -m experiments.prepare $W/bad --glob '*.jsonl' --tokenizer bytes --out $W/o11 2>&1); p "11 JSON line whose text is a number" $? "$(echo "$out" | grep -m1 error: | cut -c1-150)"
 echo "not parquet" > $W/bad/y.parquet
 out=$(python -m experiments.prepare $W/bad --glob '*.parquet' --tokenizer bytes --out $W/o11 2>&1); p "11 a .parquet that is not Parquet" $? "$(echo "$out" | last)"
 mkdir -p $W/xz; python -c "import lzma; d=lzma.compress(b''.join(b'{\"text\": \"%d words\"}\n' % i for i in range(20000))); open('$W/xz/p.jsonl.xz','wb').write(d[:len(d)//2])"
