@@ -184,13 +184,34 @@ class TrainConfig(Typed):
 
     def identity(self) -> dict:
         """The fields that define the run's result (everything but logistics); the corpus by
-        its content's fingerprint, not by where it lies."""
+        its content's fingerprint, not by where it lies. Fields added after the first recorded
+        runs enter only when they differ from their defaults (FIRST_IDENTITY_FIELDS), so a new
+        option never re-keys the runs a sweep already has."""
         from experiments.data import fingerprint
 
-        d = identity(self)
+        d = identity(self, FIRST_IDENTITY_FIELDS)
         d["data"]["fingerprint"] = fingerprint(self.data)
         return d
 
+
+# Every identity field of the config when the first runs were recorded (70cacf9, the kernel
+# study): these enter a run's id at any value, as they did then. Never add to this list: a
+# field added later enters only when it differs from its default (models/typed.identity).
+FIRST_IDENTITY_FIELDS = frozenset(
+    [f"model.{n}" for n in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "seq_len")]
+    + [f"model.{n}" for n in ("tie_embeddings", "qk_norm", "rope_theta", "norm_eps", "init_std")]
+    + [
+        f"model.moe.{n}"
+        for n in ("num_experts", "top_k", "granularity", "num_shared_experts", "expert_type")
+    ]
+    + [f"model.moe.{n}" for n in ("renormalize", "load_balance_coef", "z_loss_coef", "backend")]
+    + [f"data.{n}" for n in ("source", "glob", "text_key", "tokenizer", "tokenizer_file")]
+    + ["data.vocab_size", "data.val_fraction"]
+    + [f"optim.{n}" for n in ("lr", "betas", "eps", "weight_decay", "grad_clip", "schedule")]
+    + ["optim.warmup_fraction", "optim.min_lr_ratio", "optim.decay_fraction", "budget.flops"]
+    + [f"train.{n}" for n in ("batch_size", "eval_tokens", "divergence_factor", "nan_at_step")]
+    + ["seed", "sweep_name"]
+)
 
 SECTIONS = {"model", "moe", "data", "optim", "budget", "train", "run", "seed", "sweep_name"}
 

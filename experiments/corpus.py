@@ -120,7 +120,7 @@ def pieces(spec: CorpusSpec) -> list[Piece]:
     files = [root] if root.is_file() else sorted(p for p in root.glob(spec.glob) if p.is_file())
     files = _skip_binaries(files)
     if not files:
-        raise PrepareError(f"no text files matching {spec.glob!r} under {root}")
+        raise PrepareError(f"no files matching {spec.glob!r} under {root} (binary files skipped)")
     out = []
     for p in files:
         rel, size, kind = (

@@ -201,10 +201,13 @@ def _fingerprint(source: str, path: str | None, glob: str, text_key: str, memo: 
         return hashlib.sha256(
             json.dumps([_shard(root, s).stat().st_size for s in ("train", "val")]).encode()
         ).hexdigest()[:16]
-    from experiments.corpus import CorpusSpec, source_fingerprint
+    from experiments.corpus import CorpusSpec, PrepareError, source_fingerprint
 
     spec = CorpusSpec(str(root.resolve()), glob, text_key)
-    files = source_fingerprint(spec, memo)  # names and contents: no times, no location
+    try:
+        files = source_fingerprint(spec, memo)  # names and contents: no times, no location
+    except PrepareError as e:  # no usable files yet: the run's setup says so, under this id
+        files = {"unreadable": str(e)}
     return hashlib.sha256(json.dumps([files, text_key]).encode()).hexdigest()[:16]
 
 

@@ -171,7 +171,18 @@ class Trainer:
                 self.rd.metrics.unlink(missing_ok=True)
             return False
         # On the host: the RNG states must stay CPU tensors; weights are copied into place.
-        ckpt = torch.load(self.rd.checkpoint, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(self.rd.checkpoint, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several kinds for a damaged file
+            if not self.tc.run.retry_failed:
+                raise RuntimeError(
+                    f"{self.rd.checkpoint} is unreadable ({str(e).splitlines()[0][:120]}); "
+                    "pass run.retry_failed=true to set it aside and start again"
+                ) from None
+            aside = self.rd.checkpoint.with_name(f"checkpoint.unreadable-{int(time.time())}.pt")
+            self.rd.checkpoint.replace(aside)  # kept, never deleted
+            print(f"[{self.rid}] {self.rd.checkpoint.name} unreadable: set aside as {aside.name}")
+            return self.maybe_resume()
         if ckpt.get("run_id", self.rid) != self.rid:
             raise RuntimeError(f"{self.rd.checkpoint} belongs to run {ckpt['run_id']}")
         load_training_state(

@@ -160,19 +160,48 @@ def from_dict(cls, values: dict | None, section: str | None = None):
         raise ConfigError(f"{section}: {e}") from None
 
 
-def identity(obj) -> Any:
-    """The config as plain data without its logistics fields (see LOGISTICS)."""
+def _default(f) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def identity(obj, always: frozenset[str] | None = None, prefix: str = "") -> Any:
+    """The config as plain data without its logistics fields (see LOGISTICS).
+
+    ``always``: the dotted paths of the fields that enter the identity at any value (every
+    field that existed when the first runs were recorded). Any other field enters only when it
+    differs from its default, so adding an option never changes an existing run's id; a
+    section left with nothing in it is left out too. None: every field enters."""
     if is_dataclass(obj):
-        return {
-            f.name: identity(getattr(obj, f.name))
-            for f in fields(obj)
-            if f.metadata.get("identity", True)
-        }
+        out = {}
+        for f in fields(obj):
+            if not f.metadata.get("identity", True):
+                continue
+            path, value = f"{prefix}{f.name}", getattr(obj, f.name)
+            kept = always is None or path in always or any(a.startswith(path + ".") for a in always)
+            if is_dataclass(value):
+                sub = identity(value, always, path + ".")
+                if kept or sub:
+                    out[f.name] = sub
+            elif kept or not _same(value, _default(f)):
+                out[f.name] = identity(value)
+        return out
     if isinstance(obj, (list, tuple)):
         return [identity(v) for v in obj]
     if isinstance(obj, dict):
         return {k: identity(v) for k, v in obj.items()}
     return obj
+
+
+def _same(value, default) -> bool:
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        return len(value) == len(default) and all(_same(a, b) for a, b in zip(value, default))
+    if isinstance(value, bool) or isinstance(default, bool):  # True == 1, but not the same
+        return value is default
+    return value == default
 
 
 def choices(literal) -> tuple:
