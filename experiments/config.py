@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Literal
 
-from experiments.data import DataConfig, DataError
+from experiments.data.dataset import DataConfig, DataError
 from models import ConfigError, ModelConfig, MoEConfig, flops_per_token
 from models.typed import LOGISTICS, Typed, check, choices, identity
 from models.typed import from_dict as build
@@ -166,7 +166,7 @@ class TrainConfig(Typed):
     seed: int = 0
     """Seeds the initialisation and the data order."""
     sweep_name: str | None = None
-    """The sweep this run belongs to (set by experiments.sweep)."""
+    """The sweep this run belongs to (set by experiments.sweep.driver)."""
 
     # -- derived quantities (the budget defines the run) --
     @property
@@ -187,7 +187,7 @@ class TrainConfig(Typed):
         its content's fingerprint, not by where it lies. Fields added after the first recorded
         runs enter only when they differ from their defaults (FIRST_IDENTITY_FIELDS), so a new
         option never re-keys the runs a sweep already has."""
-        from experiments.data import fingerprint
+        from experiments.data.dataset import fingerprint
 
         d = identity(self, FIRST_IDENTITY_FIELDS)
         d["data"]["fingerprint"] = fingerprint(self.data)

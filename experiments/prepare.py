@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import corpus
-from experiments.corpus import (
+from experiments.data import corpus
+from experiments.data.corpus import (
     FORMAT_VERSION,
     CorpusSpec,
     Piece,

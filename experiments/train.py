@@ -21,8 +21,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments import distributed as dist_
 from experiments.config import ConfigError, DataError, TrainConfig, from_dict, register_defaults
+from experiments.distributed import ranks as dist_
 from experiments.files import LocksUnsupported
 from experiments.record import ForeignRunDir, RunBusy, RunDir, RunSummary, run_id
 
@@ -116,10 +116,10 @@ def execute(resolved: dict) -> dict:
 
 
 def _execute(tc: TrainConfig, resolved: dict, d: dist_.Dist) -> dict:
-    from experiments.data import check_lengths, prepare
-    from experiments.devices import DeviceUnavailable, gpu_slot
-    from experiments.interrupts import Interrupted, Interrupts
-    from experiments.trainer import Trainer, TrainingFailed
+    from experiments.data.dataset import check_lengths, prepare
+    from experiments.distributed.devices import DeviceUnavailable, gpu_slot
+    from experiments.trainer.interrupts import Interrupted, Interrupts
+    from experiments.trainer.loop import Trainer, TrainingFailed
     from models.backends import BackendUnavailable
 
     if tc.train.batch_size % d.world:
@@ -226,7 +226,7 @@ def _is_multirun() -> bool:
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig):
-    from experiments.interrupts import Interrupted
+    from experiments.trainer.interrupts import Interrupted
 
     try:
         summary = execute(resolve(cfg))

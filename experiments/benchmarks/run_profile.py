@@ -20,11 +20,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from experiments.config import from_dict
-from experiments.data import prepare
-from experiments.devices import gpu_slot
+from experiments.data.dataset import prepare
+from experiments.distributed.devices import gpu_slot
 from experiments.record import RunDir
 from experiments.train import resolve
-from experiments.trainer import Trainer
+from experiments.trainer.loop import Trainer
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 

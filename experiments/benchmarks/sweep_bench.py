@@ -67,7 +67,7 @@ def run_sweep_config(slice_: str, name: str, workdir: Path) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "experiments.sweep",
+        "experiments.sweep.driver",
         f"sweep={SLICES[slice_]}",
         "report=false",
         f"hydra.sweep.dir={sweep_dir}",

@@ -18,7 +18,7 @@ import torch
 
 from experiments.benchmarks.timing import matmul_peak_tflops
 from experiments.config import OptimConfig
-from experiments.optim import build_optimizer
+from experiments.trainer.optim import build_optimizer
 from models import ModelConfig, MoEConfig, MoETransformer, account
 from models.backends import megablocks_installed
 

@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from experiments.corpus import file_sha256
+from experiments.data.corpus import file_sha256
 
 PACKAGE = "linux-source-6.12"
 KEEP_SUFFIXES = (".c", ".h", ".S", ".rs", ".py", ".sh")

@@ -10,8 +10,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from experiments.config import OptimConfig, defaults, from_dict
-from experiments.optim import lr_at
 from experiments.train import resolve
+from experiments.trainer.optim import lr_at
 from tests.experiments.helpers import CONF
 
 GROUPS = ("model", "moe", "data", "optim")
@@ -130,7 +130,7 @@ def test_the_same_corpus_at_another_path_is_the_same_run(tmp_path):
     ]
     assert ids[0] == ids[1] and ids[0]["data"]["fingerprint"] == "abc123"
     (tmp_path / "there" / "meta.json").write_text('{"key": "other", "vocab_size": 256}')
-    from experiments.data import _fingerprint
+    from experiments.data.dataset import _fingerprint
 
     _fingerprint.cache_clear()
     other = from_dict(tiny_config(tmp_path, "data=bin", f"data.path={tmp_path / 'there'}"))

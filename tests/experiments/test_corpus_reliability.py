@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import data
 from experiments import prepare as builder
-from experiments.corpus import CorpusSpec, PrepareError, documents, pieces
-from experiments.data import DataConfig, DataError, fingerprint, prepare
+from experiments.data import dataset as data
+from experiments.data.corpus import CorpusSpec, PrepareError, documents, pieces
+from experiments.data.dataset import DataConfig, DataError, fingerprint, prepare
 from tests.experiments.test_data import _corpus_texts, _write_formats
 
 
@@ -206,7 +206,7 @@ def test_prepare_arguments_are_checked_before_reading_anything(tmp_path, capsys,
 
 
 def test_prepare_uses_remembered_hashes(tmp_path, monkeypatch):
-    from experiments import corpus
+    from experiments.data import corpus
 
     src = _txt_corpus(tmp_path / "src", 10)
     memo = tmp_path / "memo.json"

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import corpus
 from experiments import prepare as builder
-from experiments.corpus import CorpusSpec, is_validation
-from experiments.data import DataConfig, DataError, prepare
+from experiments.data import corpus
+from experiments.data.corpus import CorpusSpec, is_validation
+from experiments.data.dataset import DataConfig, DataError, prepare
 
 
 def _sha(path):

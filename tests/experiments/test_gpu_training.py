@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.batches import Batches
-from experiments.checkpoint import AsyncCheckpointer
+from experiments.data.batches import Batches
 from experiments.record import read_jsonl
 from experiments.train import execute
+from experiments.trainer.checkpoint import AsyncCheckpointer
 from tests.experiments.helpers import TINY, tiny_config
 
 pytestmark = pytest.mark.gpu

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import mps
-from experiments.sweep import compile_env
+from experiments.sweep import mps
+from experiments.sweep.driver import compile_env
 
 FAKE = """#!/usr/bin/env bash
 echo "$@ $(cat)" >> "{log}"

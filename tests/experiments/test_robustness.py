@@ -13,7 +13,7 @@ import torch
 
 from experiments.config import ConfigError, from_dict
 from experiments.record import RunDir, read_jsonl
-from experiments.status import run_state, to_train
+from experiments.sweep.status import run_state, to_train
 from experiments.train import RunError, execute
 from tests.experiments.helpers import TINY, tiny_config
 
@@ -237,7 +237,7 @@ def test_garbage_metrics_line_is_reported_not_used_to_truncate(tmp_path):
 
 # 9. GPU slots are released per run and spread over GPUs (a faked device count).
 def test_gpu_slots_are_released_and_spread(tmp_path, monkeypatch):
-    from experiments import devices
+    from experiments.distributed import devices
 
     monkeypatch.setenv("MOE_GPU_LOCK_DIR", str(tmp_path))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -263,8 +263,8 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
 
 
 def test_unsafe_sweep_names_are_refused():
-    from experiments.plan import SweepSpec
-    from experiments.sweep import make_plan
+    from experiments.sweep.driver import make_plan
+    from experiments.sweep.plan import SweepSpec
 
     spec = SweepSpec.from_dict({"name": "../x", "budgets": [1e10], "sparsity": {"pairs": [[1, 1]]}})
     with pytest.raises(ConfigError, match="sweep.name"):
@@ -274,7 +274,7 @@ def test_unsafe_sweep_names_are_refused():
 # 5. A sweep's report reads the runs of its current plan only.
 def test_sweep_report_reads_only_the_planned_runs(tmp_path, monkeypatch):
     import analysis.report
-    from experiments.sweep import report
+    from experiments.sweep.driver import report
 
     runs = tmp_path / "runs"
     for rid in ("planned1", "planned2", "old1"):
@@ -292,7 +292,7 @@ def test_sweep_report_reads_only_the_planned_runs(tmp_path, monkeypatch):
 
 def test_a_report_that_fails_is_said_and_not_a_success(tmp_path, monkeypatch, capsys):
     import analysis.report
-    from experiments.sweep import report
+    from experiments.sweep.driver import report
 
     (tmp_path / "runs" / "r1").mkdir(parents=True)
     monkeypatch.setattr(analysis.report, "build_report", lambda *a, **k: 1 / 0)
@@ -302,7 +302,7 @@ def test_a_report_that_fails_is_said_and_not_a_success(tmp_path, monkeypatch, ca
 
 def test_a_schedulers_handler_runs_after_the_run_is_saved():
     """submitit requeues a job from its own USR2 handler: ours saves first, then calls it."""
-    from experiments.interrupts import Interrupted, Interrupts
+    from experiments.trainer.interrupts import Interrupted, Interrupts
 
     calls = []
     previous = signal.signal(signal.SIGUSR2, lambda s, f: calls.append(s))

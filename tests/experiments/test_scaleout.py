@@ -210,7 +210,7 @@ def test_slurm_submission_renders_without_a_cluster(tmp_path, launcher, want):
         [
             sys.executable,
             "-m",
-            "experiments.sweep",
+            "experiments.sweep.driver",
             "sweep=micro",
             f"hydra/launcher={launcher}",
             "hydra.launcher.partition=gpu",
@@ -238,7 +238,7 @@ def test_slurm_submission_renders_without_a_cluster(tmp_path, launcher, want):
 
 
 def test_slurm_tasks_become_torch_distributed_ranks(monkeypatch):
-    from experiments import distributed
+    from experiments.distributed import ranks as distributed
 
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         # setenv first so monkeypatch restores the key's absence: the function under test

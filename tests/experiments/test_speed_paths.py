@@ -13,13 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import checkpoint as ckpt_mod
-from experiments.checkpoint import AsyncCheckpointer
 from experiments.config import ConfigError, from_dict
-from experiments.packing import SATURATING_FLOPS_PER_STEP, choose_runs_per_gpu, run_memory_bytes
 from experiments.record import read_jsonl
+from experiments.sweep.packing import (
+    SATURATING_FLOPS_PER_STEP,
+    choose_runs_per_gpu,
+    run_memory_bytes,
+)
 from experiments.train import execute
-from experiments.trainer import Trainer
+from experiments.trainer import checkpoint as ckpt_mod
+from experiments.trainer.checkpoint import AsyncCheckpointer
+from experiments.trainer.loop import Trainer
 from tests.experiments.helpers import TINY, tiny_config
 
 MOE = ["moe.num_experts=4", "moe.top_k=1", "budget.flops=1e10"]

@@ -8,8 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments.plan import SweepSpec
-from experiments.sweep import make_plan
+from experiments.sweep.driver import make_plan
+from experiments.sweep.plan import SweepSpec
 from models import ConfigError
 from tests.experiments.helpers import CONF
 
@@ -71,7 +71,7 @@ def _sweep(tmp_path, *args):
         [
             sys.executable,
             "-m",
-            "experiments.sweep",
+            "experiments.sweep.driver",
             "sweep=micro",
             "report=false",
             f"hydra.sweep.dir={tmp_path / 'sw'}",
@@ -118,7 +118,7 @@ def test_sweep_keeps_going_past_a_failed_run_and_can_retry_it(tmp_path):
 
 
 def test_lr_tuning_budget_plans_the_rest_with_fitted_lrs(tmp_path):
-    from experiments.sweep import plan_sweep
+    from experiments.sweep.driver import plan_sweep
 
     spec = _spec("micro", lrs=[1e-3, 3e-3, 1e-2], lr_tuning_budget=1e10)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
@@ -152,7 +152,7 @@ def test_a_kept_lr_rule_plans_the_same_lrs_on_any_machine(tmp_path, capsys):
     """The LR is part of each run's identity: a refit that differs in the last bits (another
     BLAS or Python) must not rename every finished run, so the kept rule is reused while the
     tuned points are the same, and refitted when they change."""
-    from experiments.sweep import plan_sweep
+    from experiments.sweep.driver import plan_sweep
 
     spec = _spec("micro", lrs=[1e-3, 3e-3, 1e-2], lr_tuning_budget=1e10)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
@@ -188,7 +188,7 @@ def test_the_rule_sums_exactly():
     import math
     from types import SimpleNamespace
 
-    from experiments.lr_rule import LRRule
+    from experiments.sweep.lr_rule import LRRule
     from models.accounting import account
     from models.config import ModelConfig, MoEConfig
 
@@ -216,7 +216,7 @@ def test_replicate_groups_that_match_nothing_are_refused(group):
 
 
 def test_train_only_some_budgets_now(tmp_path):
-    from experiments.sweep import plan_sweep
+    from experiments.sweep.driver import plan_sweep
 
     spec = _spec("micro")
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
@@ -248,7 +248,7 @@ def test_stopping_the_driver_stops_its_runs(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "experiments.sweep",
+        "experiments.sweep.driver",
         "sweep=micro",
         "sweep.budgets=[3e11]",
         "report=false",

@@ -29,7 +29,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import hydra
 import yaml
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
@@ -37,12 +36,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import ConfigError, DataError, from_dict
 from experiments.files import atomic_write_json
-from experiments.mps import mps_daemon
-from experiments.plan import PlannedRun, SweepSpec, format_table, plan
 from experiments.record import run_id
-from experiments.slurm import FORWARDED_HYDRA, render_sweep
-from experiments.status import format_status, sweep_states, to_train
-from experiments.throughput import efficiency, format_efficiency, read_sweep_log
+from experiments.sweep.mps import mps_daemon
+from experiments.sweep.plan import PlannedRun, SweepSpec, format_table, plan
+from experiments.sweep.slurm import FORWARDED_HYDRA, render_sweep
+from experiments.sweep.status import format_status, sweep_states, to_train
+from experiments.sweep.throughput import efficiency, format_efficiency, read_sweep_log
 from experiments.train import resolve
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -107,7 +106,7 @@ def _gpus() -> tuple[int, int, float | None]:
     """(GPU count, bytes per GPU, datasheet peak FLOP/s per GPU) of this host."""
     import torch
 
-    from experiments.devices import peak_flops
+    from experiments.distributed.devices import peak_flops
 
     if not torch.cuda.is_available():
         return 0, 0, None
@@ -158,7 +157,7 @@ def launch_plan(cfg: DictConfig, configs: list, user: list[str], sweep_dir: Path
         return LaunchPlan(
             ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", "run.threads=1"]
         )
-    from experiments.packing import choose_runs_per_gpu
+    from experiments.sweep.packing import choose_runs_per_gpu
 
     train_tokens = _unique_tokens(configs[0]) or 0
     pack = choose_runs_per_gpu(
@@ -272,7 +271,7 @@ def report(sweep_dir: Path, run_ids: list[str]) -> bool:
 
 def _unique_tokens(tc) -> int | None:
     """Training tokens of the sweep's corpus (prepares it once, as the runs would)."""
-    from experiments.data import prepare
+    from experiments.data.dataset import prepare
 
     try:
         return prepare(tc.data).unique_train_tokens
@@ -292,7 +291,7 @@ def plan_sweep(
         raise ConfigError(f"budgets={unknown}: not among the spec's budgets {spec.budgets}")
     if spec.lr_tuning_budget is None:
         return *make_plan(spec, budgets=only or None), None
-    from experiments.lr_rule import fit_lr_rule, persisted
+    from experiments.sweep.lr_rule import fit_lr_rule, persisted
 
     tune, tune_cfgs = make_plan(spec, budgets=[spec.lr_tuning_budget])
     rule = fit_lr_rule(sweep_dir / "runs", tune, spec.lrs)
@@ -385,15 +384,11 @@ def run_sweep(cfg: DictConfig) -> int:
     return 0 if reported and all(s == "done" for s, _, _ in states.values()) else 1
 
 
-@hydra.main(config_path="../conf", config_name="launch", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    """The driver's entry (``python -m experiments.sweep``, experiments/sweep/__main__.py)."""
     try:
         code = run_sweep(cfg)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()

@@ -162,7 +162,7 @@ class SweepSpec(Typed):
     """Learning rates to try at every point (None: the optim.lr of the train overrides)."""
     lr_tuning_budget: float | None = None
     """Try ``lrs`` at this budget only; every other budget's runs take the LR that a log-linear
-    fit in (N_active, E) of the best tuned LRs predicts (experiments/lr_rule.py)."""
+    fit in (N_active, E) of the best tuned LRs predicts (experiments/sweep/lr_rule.py)."""
     replicates: ReplicateSpec | None = None
     """Extra seeds at a few (budget, sparsity) groups: the noise floor the fits are read
     against."""

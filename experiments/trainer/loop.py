@@ -16,9 +16,13 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from experiments import distributed as dist_
-from experiments.batches import Batches
-from experiments.checkpoint import (
+from experiments.config import TrainConfig
+from experiments.data.batches import Batches
+from experiments.data.dataset import Dataset
+from experiments.distributed import ranks as dist_
+from experiments.distributed.devices import peak_flops
+from experiments.record import LoopState, RunDir, RunSummary
+from experiments.trainer.checkpoint import (
     AsyncCheckpointer,
     load_training_state,
     model_state,
@@ -26,13 +30,9 @@ from experiments.checkpoint import (
     set_rng_state,
     training_state,
 )
-from experiments.config import TrainConfig
-from experiments.data import Dataset
-from experiments.devices import peak_flops
-from experiments.evaluation import autocast, evaluate, load_stats, validation_windows
-from experiments.interrupts import Interrupted, Interrupts
-from experiments.optim import build_optimizer, lr_at
-from experiments.record import LoopState, RunDir, RunSummary
+from experiments.trainer.evaluation import autocast, evaluate, load_stats, validation_windows
+from experiments.trainer.interrupts import Interrupted, Interrupts
+from experiments.trainer.optim import build_optimizer, lr_at
 from models import MoETransformer, account
 from models.backends import resolve_backend
 

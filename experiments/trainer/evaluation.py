@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from experiments import distributed as dist_
+from experiments.distributed import ranks as dist_
 
 
 def autocast(device: torch.device):

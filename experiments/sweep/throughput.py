@@ -1,6 +1,6 @@
 """The sweep's one number: tokens/s and aggregate MFU over the wall time of its invocations.
 
-Each ``experiments.sweep`` invocation that trains appends a line to ``sweep_log.jsonl`` with its
+Each ``experiments.sweep.driver`` invocation that trains appends a line to ``sweep_log.jsonl`` with its
 wall time, GPUs and the FLOPs and tokens of the runs it finished (from their own summaries), so
 the figure covers packing, start-up and compilation, not a best step.
 """

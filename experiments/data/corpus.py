@@ -21,7 +21,7 @@ from pathlib import Path
 
 from experiments.files import atomic_write_json, read_json
 
-CORPORA_DIR = Path(__file__).parent / "corpora"
+CORPORA_DIR = Path(__file__).resolve().parents[1] / "corpora"
 FORMAT_VERSION = 2
 PART_BYTES = 64 << 20
 CHUNK_CHARS = 100_000

@@ -201,7 +201,7 @@ def _fingerprint(source: str, path: str | None, glob: str, text_key: str, memo: 
         return hashlib.sha256(
             json.dumps([_shard(root, s).stat().st_size for s in ("train", "val")]).encode()
         ).hexdigest()[:16]
-    from experiments.corpus import CorpusSpec, PrepareError, source_fingerprint
+    from experiments.data.corpus import CorpusSpec, PrepareError, source_fingerprint
 
     spec = CorpusSpec(str(root.resolve()), glob, text_key)
     try:
@@ -246,7 +246,7 @@ def _materialise_bin(cfg: DataConfig, out: Path) -> None:
 def prepare(cfg: DataConfig) -> Dataset:
     """Tokenize (or reuse the cached shards of) the configured corpus."""
     from experiments import prepare as builder
-    from experiments.corpus import corpus_key, source_fingerprint, spec_for
+    from experiments.data.corpus import corpus_key, source_fingerprint, spec_for
 
     root = cfg.cache_root
     root.mkdir(parents=True, exist_ok=True)

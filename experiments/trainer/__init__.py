@@ -1,0 +1,1 @@
+"""One run's loop: the Trainer, its callbacks, optimizers, evaluation, checkpoints, interrupts."""
