@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Literal
 
-from experiments.data.dataset import DataConfig, DataError
+from experiments.data.dataset import DataConfig, DataError, with_corpus
 from models import ConfigError, ModelConfig, MoEConfig, flops_per_token
 from models.typed import LOGISTICS, Typed, check, choices, identity
 from models.typed import from_dict as build
@@ -187,10 +187,10 @@ class TrainConfig(Typed):
         its content's fingerprint, not by where it lies. Fields added after the first recorded
         runs enter only when they differ from their defaults (FIRST_IDENTITY_FIELDS), so a new
         option never re-keys the runs a sweep already has."""
-        from experiments.data.dataset import fingerprint
+        from experiments.data.dataset import corpus_identity
 
         d = identity(self, FIRST_IDENTITY_FIELDS)
-        d["data"]["fingerprint"] = fingerprint(self.data)
+        d["data"]["fingerprint"] = corpus_identity(self.data)
         return d
 
 
@@ -229,16 +229,21 @@ def register_defaults() -> None:
     ConfigStore.instance().store(name="train_defaults", node=defaults())
 
 
-def from_dict(cfg: dict, check_steps: bool = True) -> TrainConfig:
+def from_dict(cfg: dict, check_steps: bool = True, read_corpus: bool = True) -> TrainConfig:
     """Build and validate a TrainConfig from a resolved plain dict (Hydra's config).
 
-    ``check_steps=False`` lets the planner size candidates that its budget cannot afford."""
+    ``check_steps=False`` lets the planner size candidates that its budget cannot afford.
+    ``read_corpus``: the one read of the disk (experiments/data/dataset.py ``with_corpus``:
+    the corpus exists, a prepared corpus's vocabulary); off, the config is built from the
+    values alone (a record of a run made elsewhere)."""
     cfg = dict(cfg)
     unknown = sorted(set(cfg) - SECTIONS)
     if unknown:
         raise ConfigError(f"unknown top-level config key(s) {unknown}")
     try:
         data = build(DataConfig, cfg.get("data"))
+        if read_corpus:
+            data = with_corpus(data)
         model = dict(cfg.get("model") or {})
         if model.get("vocab_size") == (cfg.get("data") or {}).get("vocab_size"):
             model["vocab_size"] = data.vocab_size  # tied in train.yaml; a corpus may fill it in

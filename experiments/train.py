@@ -116,7 +116,7 @@ def execute(resolved: dict) -> dict:
 
 
 def _execute(tc: TrainConfig, resolved: dict, d: dist_.Dist) -> dict:
-    from experiments.data.dataset import check_lengths, prepare
+    from experiments.data.dataset import check_lengths, open_dataset
     from experiments.distributed.devices import DeviceUnavailable, gpu_slot
     from experiments.trainer.interrupts import Interrupted, Interrupts
     from experiments.trainer.loop import Trainer, TrainingFailed
@@ -141,7 +141,7 @@ def _execute(tc: TrainConfig, resolved: dict, d: dist_.Dist) -> dict:
     try:
         with gpu_slot(tc.run.device, tc.run.gpu_slots, dist_.device_for(d)) as device:
             try:
-                data = prepare(tc.data)
+                data = open_dataset(tc.data)
                 check_lengths(data, tc.model.seq_len)
                 trainer = Trainer(tc, rid, rd, data, device, d)
             except (DataError, ValueError, BackendUnavailable, RuntimeError, LocksUnsupported) as e:

@@ -64,11 +64,11 @@ cp -r $W/ref/* $W/trunc; python -c "p='$W/trunc/train.bin'; d=open(p,'rb').read(
 out=$($T data=bin data.path=$W/trunc data.vocab_size=256 budget.flops=1e10 run.root=$W/r5 2>&1); p "5 data=bin with a truncated train.bin" $? "$(echo "$out" | last)"
 # 6. data=text identity after cp -r and touch
 python - <<PY
-from experiments.data.dataset import DataConfig, fingerprint, _fingerprint
+from experiments.data.dataset import DataConfig, corpus_identity, _identities
 import shutil, os
-a = fingerprint(DataConfig(source="text", path="$W/src", glob="*.txt", cache_dir="$W/cache"))
-shutil.copytree("$W/src", "$W/src2"); os.utime("$W/src2/0001.txt", (1, 1)); _fingerprint.cache_clear()
-b = fingerprint(DataConfig(source="text", path="$W/src2", glob="*.txt", cache_dir="$W/cache"))
+a = corpus_identity(DataConfig(source="text", path="$W/src", glob="*.txt", cache_dir="$W/cache"))
+shutil.copytree("$W/src", "$W/src2"); os.utime("$W/src2/0001.txt", (1, 1)); _identities.clear()
+b = corpus_identity(DataConfig(source="text", path="$W/src2", glob="*.txt", cache_dir="$W/cache"))
 print(f"{'6 data=text fingerprint after cp -r + touch':<46} |        | {a} -> {b}: {'same run' if a == b else 'NEW RUN ID'}")
 PY
 # 7. replicate groups that match nothing

@@ -20,7 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from experiments.config import from_dict
-from experiments.data.dataset import prepare
+from experiments.data.dataset import open_dataset
 from experiments.distributed.devices import gpu_slot
 from experiments.record import RunDir
 from experiments.train import resolve
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> None:
         tc = from_dict(resolve(compose("train", overrides=overrides)))
     with gpu_slot(tc.run.device, 1) as device:
         t0 = time.perf_counter()
-        data = prepare(tc.data)
+        data = open_dataset(tc.data)
         t_data = time.perf_counter() - t0
         trainer = Trainer(tc, "profile", RunDir(Path(tempfile.mkdtemp())), data, device)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from experiments.sweep.sweep_dir import SweepDir
+
 SLICES = {"study": "study_bench", "small": "gpu_bench"}
 SWEEP_CONFIGS = {
     "default": ("defaults: packed, MPS, compile auto", [], []),
@@ -67,7 +69,7 @@ def run_sweep_config(slice_: str, name: str, workdir: Path) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "experiments.sweep.driver",
+        "experiments.sweep",
         f"sweep={SLICES[slice_]}",
         "report=false",
         f"hydra.sweep.dir={sweep_dir}",
@@ -84,11 +86,7 @@ def run_sweep_config(slice_: str, name: str, workdir: Path) -> dict:
         "wall_s": time.time() - t0,
         "returncode": out.returncode,
     }
-    entries = (
-        [json.loads(x) for x in (sweep_dir / "sweep_log.jsonl").read_text().splitlines()]
-        if (sweep_dir / "sweep_log.jsonl").exists()
-        else []
-    )
+    entries = SweepDir(sweep_dir).throughput_log()
     for prefix in ("packing:", "MPS:"):
         row[prefix[:-1].lower()] = next((x for x in log.splitlines() if x.startswith(prefix)), "")
     if entries and entries[-1]["runs"]:
@@ -99,7 +97,7 @@ def run_sweep_config(slice_: str, name: str, workdir: Path) -> dict:
             "tokens_per_s": e["tokens"] / e["wall_s"],
             "aggregate_mfu": e["flops"] / (e["wall_s"] * e["gpus"] * e["peak_flops_per_gpu"]),
         }
-        row["run_summaries"] = _summaries(sweep_dir / "runs")
+        row["run_summaries"] = _summaries(SweepDir(sweep_dir).runs)
     if out.returncode != 0 or not row.get("runs"):
         row["failure"] = _tail(log)
     return row

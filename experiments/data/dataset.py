@@ -15,14 +15,13 @@ changed corpus or setting never reuses stale shards. Nothing is downloaded.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import lzma
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -74,25 +73,18 @@ class DataConfig(Typed):
     """Where tokenized shards are cached; default $MOE_SCALING_CACHE or ~/.cache/moe-scaling."""
 
     def __post_init__(self) -> None:
+        """Checks of the values alone: the config is a value, and reading the disk is one
+        explicit step (``with_corpus``)."""
         super().__post_init__()
-        if self.source in ("text", "bin"):
-            if not self.path:
-                raise DataError(f"data.path is required for data.source={self.source}")
-            root = Path(self.path).expanduser()
-            if not root.exists():
-                raise DataError(f"data.path: {self.path} does not exist")
-            if self.source == "bin":
-                for split in ("train", "val"):
-                    if _shard(root, split) is None:
-                        raise DataError(
-                            f"data.path: {root} has no {split}.bin or {split}.bin.xz "
-                            "(make one with python -m experiments.prepare)"
-                        )
+        if self.source in ("text", "bin") and not self.path:
+            raise DataError(f"data.path is required for data.source={self.source}")
         if self.source == "bin":
-            self._vocab_from_meta()
+            if self.vocab_size < 0:
+                raise DataError(
+                    f"data.vocab_size must be >= 0 (0: the corpus's), got {self.vocab_size}"
+                )
         elif self.tokenizer_file:
-            if not Path(self.tokenizer_file).expanduser().is_file():
-                raise DataError(f"data.tokenizer_file: {self.tokenizer_file} does not exist")
+            pass  # its vocabulary is checked against data.vocab_size when it is read
         elif self.tokenizer == "bytes" and self.vocab_size != 256:
             raise DataError(
                 f"data.vocab_size must be 256 for the bytes tokenizer, got {self.vocab_size}"
@@ -103,25 +95,6 @@ class DataConfig(Typed):
             )
         if not 0.0 < self.val_fraction < 0.5:
             raise DataError(f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
-
-    def _vocab_from_meta(self) -> None:
-        """A prepared corpus knows its vocabulary; nanoGPT shards need data.vocab_size."""
-        meta = Path(self.path).expanduser() / "meta.json"
-        known = json.loads(meta.read_text()).get("vocab_size") if meta.exists() else None
-        if self.vocab_size == 0:
-            if known is None:
-                raise DataError(
-                    f"data.vocab_size is required: {self.path} has no meta.json "
-                    "saying which vocabulary its tokens use"
-                )
-            self.vocab_size = int(known)
-        elif known is not None and known != self.vocab_size:
-            raise DataError(
-                f"data.vocab_size={self.vocab_size} but {self.path} was tokenized "
-                f"with a vocabulary of {known}"
-            )
-        if self.vocab_size < 1:
-            raise DataError(f"data.vocab_size must be >= 1, got {self.vocab_size}")
 
     @property
     def cache_root(self) -> Path:
@@ -159,8 +132,7 @@ def read_tokenized(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """(train, val, val_docs, meta) of a tokenized directory; .xz shards must be decompressed
     first (see ``prepare``). ``source``: where the corpus came from, for messages."""
-    meta_path = directory / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = corpus_meta(directory)
     dtype = meta.get("dtype", "uint16")
     train = np.memmap(directory / "train.bin", dtype=dtype, mode="r")
     val = np.memmap(directory / "val.bin", dtype=dtype, mode="r")
@@ -189,36 +161,85 @@ def read_tokenized(
     return train, val, val_docs, meta
 
 
-@functools.cache
-def _fingerprint(source: str, path: str | None, glob: str, text_key: str, memo: Path) -> str:
-    if source == "sotu":
-        return "sotu"  # the embedded corpus: part of the code's version
-    root = Path(path).expanduser()
-    if source == "bin":
-        meta = read_json(root / "meta.json") or {}
-        if "key" in meta:
-            return meta["key"]
-        return hashlib.sha256(
-            json.dumps([_shard(root, s).stat().st_size for s in ("train", "val")]).encode()
-        ).hexdigest()[:16]
-    from experiments.data.corpus import CorpusSpec, PrepareError, source_fingerprint
+def corpus_meta(directory: Path) -> dict:
+    """A tokenized directory's meta.json ({} for nanoGPT shards, which have none)."""
+    return read_json(Path(directory) / "meta.json") or {}
 
-    spec = CorpusSpec(str(root.resolve()), glob, text_key)
+
+def with_corpus(cfg: DataConfig) -> DataConfig:
+    """The one read of the disk a config needs before a plan or a run: the corpus is where
+    ``data.path`` says, and a prepared corpus's vocabulary (meta.json) fills ``vocab_size: 0``
+    or must agree with the one given. Returns the config with its vocabulary settled; a
+    DataError of one line otherwise."""
+    if cfg.source not in ("text", "bin"):
+        return cfg
+    root = Path(cfg.path).expanduser()
+    if not root.exists():
+        raise DataError(f"data.path: {cfg.path} does not exist")
+    if cfg.source == "text":
+        if cfg.tokenizer_file and not Path(cfg.tokenizer_file).expanduser().is_file():
+            raise DataError(f"data.tokenizer_file: {cfg.tokenizer_file} does not exist")
+        return cfg
+    for split in ("train", "val"):
+        if _shard(root, split) is None:
+            raise DataError(
+                f"data.path: {root} has no {split}.bin or {split}.bin.xz "
+                "(make one with python -m experiments.prepare)"
+            )
+    known = corpus_meta(root).get("vocab_size")
+    if cfg.vocab_size == 0:
+        if known is None:
+            raise DataError(
+                f"data.vocab_size is required: {cfg.path} has no meta.json "
+                "saying which vocabulary its tokens use"
+            )
+        return replace(cfg, vocab_size=int(known))
+    if known is not None and known != cfg.vocab_size:
+        raise DataError(
+            f"data.vocab_size={cfg.vocab_size} but {cfg.path} was tokenized "
+            f"with a vocabulary of {known}"
+        )
+    return cfg
+
+
+_identities: dict[str, str] = {}  # per process: a corpus does not change under a sweep
+
+
+def _identity(cfg: DataConfig) -> str:
+    if cfg.source == "sotu":
+        return "sotu"  # the embedded corpus: part of the code's version
+    root = Path(cfg.path).expanduser()
+    if cfg.source == "bin":  # the key it was prepared under; nanoGPT shards: their sizes
+        return (
+            corpus_meta(root).get("key")
+            or hashlib.sha256(
+                json.dumps([_shard(root, s).stat().st_size for s in ("train", "val")]).encode()
+            ).hexdigest()[:16]
+        )
+    from experiments.data.corpus import PrepareError, corpus_key, source_fingerprint, spec_for
+
+    spec = spec_for(cfg)
     try:
-        files = source_fingerprint(spec, memo)  # names and contents: no times, no location
+        files = source_fingerprint(spec, cfg.cache_root / SHA_MEMO)
     except PrepareError as e:  # no usable files yet: the run's setup says so, under this id
         files = {"unreadable": str(e)}
-    return hashlib.sha256(json.dumps([files, text_key]).encode()).hexdigest()[:16]
+    return corpus_key(spec, files)
 
 
-def fingerprint(cfg: DataConfig) -> str:
-    """What identifies the corpus in a run's id: a prepared corpus's key, or the names and
-    sha256 of a text folder's files, so the same data at another path, copied or touched, is
-    the same run (hashes are remembered in the cache, so a run start re-reads nothing)."""
-    return _fingerprint(cfg.source, cfg.path, cfg.glob, cfg.text_key, cfg.cache_root / SHA_MEMO)
+def corpus_identity(cfg: DataConfig) -> str:
+    """What identifies a corpus, everywhere: in a run's id, as a prepared corpus's key and as
+    the cache entry of a text corpus. A text corpus is the key it is (or would be) prepared
+    under: its files' names and sha256 with the tokenizer and split settings, so the same
+    data copied, moved or touched is the same corpus, and an edited file is another
+    (hashes are remembered in the cache: a run start re-reads nothing). A tokenized directory
+    is the key in its meta.json; the embedded corpus is "sotu". Remembered per process."""
+    key = json.dumps(asdict(cfg), sort_keys=True)
+    if key not in _identities:
+        _identities[key] = _identity(cfg)
+    return _identities[key]
 
 
-def _bin_key(cfg: DataConfig) -> str:
+def _bin_cache_entry(cfg: DataConfig) -> str:
     """The cache entry of a tokenized directory: its place and its shards' sizes and times.
     Two directories never share an entry (the entry links to, or unpacks, one of them)."""
     src = Path(cfg.path).expanduser().resolve()
@@ -243,19 +264,20 @@ def _materialise_bin(cfg: DataConfig, out: Path) -> None:
             shutil.copy(src / name, out / name)
 
 
-def prepare(cfg: DataConfig) -> Dataset:
+def open_dataset(cfg: DataConfig) -> Dataset:
     """Tokenize (or reuse the cached shards of) the configured corpus."""
-    from experiments import prepare as builder
+    cfg = with_corpus(cfg)  # a no-op for a config that went through from_dict
+    from experiments.data import shards
     from experiments.data.corpus import corpus_key, source_fingerprint, spec_for
 
     root = cfg.cache_root
     root.mkdir(parents=True, exist_ok=True)
     spec = files = None
     if cfg.source == "bin":
-        key = _bin_key(cfg)
+        key = _bin_cache_entry(cfg)
     else:
         spec = spec_for(cfg)
-        files = source_fingerprint(spec, root / SHA_MEMO)
+        files = source_fingerprint(spec, root / SHA_MEMO)  # as it is now, not as remembered
         key = corpus_key(spec, files)
     final = root / key
     with exclusive_lock(root / f".{key}.lock"):  # concurrent runs of a sweep prepare once
@@ -265,7 +287,7 @@ def prepare(cfg: DataConfig) -> Dataset:
                 if cfg.source == "bin":
                     _materialise_bin(cfg, tmp)
                 else:
-                    builder.build(spec, tmp, progress=False, files=files)
+                    shards.build(spec, tmp, progress=False, files=files)
                 if final.exists():
                     shutil.rmtree(final)
                 os.replace(tmp, final)
@@ -290,4 +312,4 @@ def check_lengths(ds: Dataset, seq_len: int) -> None:
             )
 
 
-__all__ = ["DataConfig", "DataError", "Dataset", "check_lengths", "prepare"]
+__all__ = ["DataConfig", "DataError", "Dataset", "check_lengths", "open_dataset"]

@@ -19,6 +19,7 @@ import torch
 from experiments.config import TrainConfig
 from experiments.data.batches import Batches
 from experiments.data.dataset import Dataset
+from experiments.distributed import expert_parallel as ep_
 from experiments.distributed import ranks as dist_
 from experiments.distributed.devices import peak_flops
 from experiments.record import LoopState, RunDir, RunSummary
@@ -87,7 +88,7 @@ class Trainer:
         self.backend = resolve_backend(tc.model.moe.backend, device)
         cfg = replace(tc.model, moe=replace(tc.model.moe, backend=self.backend))
         torch.manual_seed(tc.seed)
-        self.ep = dist_.expert_groups(self.d, tc.model.moe.expert_parallel)
+        self.ep = ep_.expert_groups(self.d, tc.model.moe.expert_parallel)
         # One process: draw the initial weights on the device itself (on the host, base's 720M
         # parameters took seconds to draw and copy). Under torchrun, on the host: FSDP shards
         # what it is given, and every rank draws the same weights there.
@@ -147,7 +148,7 @@ class Trainer:
     # -- checkpoints --
     def save_checkpoint(self, wait: bool = False) -> None:
         t0 = time.perf_counter()
-        state = dist_.gather_experts(  # collectives (FSDP, EP): every rank takes part
+        state = ep_.gather_experts(  # collectives (FSDP, EP): every rank takes part
             training_state(self.model, self.opt), self.model.expert_parallel_params, self.ep
         )
         if self.d.is_main:
@@ -188,7 +189,7 @@ class Trainer:
         load_training_state(
             self.model,
             self.opt,
-            dist_.split_experts(ckpt, self.model.expert_parallel_params, self.ep),
+            ep_.split_experts(ckpt, self.model.expert_parallel_params, self.ep),
         )
         self.state.load_state_dict(ckpt["loop"])
         self.checkpointed_step = self.state.step
@@ -217,9 +218,9 @@ class Trainer:
         if tc.train.nan_at_step is not None and step == tc.train.nan_at_step:
             loss = loss * float("nan")
         (loss + out.aux_loss).backward()
-        dist_.reduce_expert_grads(self.model, self.ep, self.d)
+        ep_.reduce_expert_grads(self.model, self.ep, self.d)
         if tc.optim.grad_clip > 0:
-            dist_.clip_grad_norm_(self.model, tc.optim.grad_clip, self.ep)
+            ep_.clip_grad_norm_(self.model, tc.optim.grad_clip, self.ep)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         # Copies: a CUDA-graph replay reuses its output buffers at the next step.
@@ -343,7 +344,7 @@ class Trainer:
             self.save_checkpoint(wait=True)
             return
         if keep == "weights":
-            state = dist_.gather_experts(
+            state = ep_.gather_experts(
                 {"model": model_state(self.model), "optim": {"state": {}}},
                 self.model.expert_parallel_params,
                 self.ep,

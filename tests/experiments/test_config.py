@@ -130,8 +130,8 @@ def test_the_same_corpus_at_another_path_is_the_same_run(tmp_path):
     ]
     assert ids[0] == ids[1] and ids[0]["data"]["fingerprint"] == "abc123"
     (tmp_path / "there" / "meta.json").write_text('{"key": "other", "vocab_size": 256}')
-    from experiments.data.dataset import _fingerprint
+    from experiments.data.dataset import _identities
 
-    _fingerprint.cache_clear()
+    _identities.clear()  # one process remembers a corpus's identity
     other = from_dict(tiny_config(tmp_path, "data=bin", f"data.path={tmp_path / 'there'}"))
     assert other.identity() != ids[0]

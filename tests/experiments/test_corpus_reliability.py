@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import prepare as builder
+from experiments import prepare
 from experiments.data import dataset as data
+from experiments.data import shards
 from experiments.data.corpus import CorpusSpec, PrepareError, documents, pieces
-from experiments.data.dataset import DataConfig, DataError, fingerprint, prepare
+from experiments.data.dataset import DataConfig, DataError, corpus_identity, open_dataset
 from tests.experiments.test_data import _corpus_texts, _write_formats
 
 
@@ -56,7 +57,7 @@ def test_already_prepared_checks_the_shards_against_meta(tmp_path):
     (corpus,) = (tmp_path / "out").iterdir()
     full = (corpus / "train.bin").read_bytes()
     (corpus / "train.bin").write_bytes(full[: len(full) // 2])  # truncated (disk full, a copy)
-    assert builder.prepared(corpus) is None
+    assert shards.prepared(corpus) is None
     again = subprocess.run(
         _prepare_cmd(src, tmp_path / "out", *args), capture_output=True, check=False
     )
@@ -80,10 +81,10 @@ def test_a_truncated_bin_shard_is_refused_not_trained(tmp_path):
     data = (copy / "train.bin").read_bytes()
     (copy / "train.bin").write_bytes(data[:-1000])
     cache = str(tmp_path / "cache")
-    good = prepare(DataConfig(source="bin", path=str(corpus), vocab_size=0, cache_dir=cache))
+    good = open_dataset(DataConfig(source="bin", path=str(corpus), vocab_size=0, cache_dir=cache))
     assert len(good.train) + len(good.val) == sum(len(t) for t in texts)
     with pytest.raises(DataError, match=r"train.bin holds .* tokens but meta.json says"):
-        prepare(DataConfig(source="bin", path=str(copy), vocab_size=0, cache_dir=cache))
+        open_dataset(DataConfig(source="bin", path=str(copy), vocab_size=0, cache_dir=cache))
 
 
 def test_text_runs_are_identified_by_content_not_times_or_place(tmp_path):
@@ -91,8 +92,8 @@ def test_text_runs_are_identified_by_content_not_times_or_place(tmp_path):
     cache = str(tmp_path / "cache")
 
     def key(path):
-        data._fingerprint.cache_clear()  # one process remembers a corpus's identity
-        return fingerprint(DataConfig(source="text", path=str(path), cache_dir=cache))
+        data._identities.clear()  # one process remembers a corpus's identity
+        return corpus_identity(DataConfig(source="text", path=str(path), cache_dir=cache))
 
     first = key(src)
     copy = tmp_path / "b"
@@ -192,14 +193,14 @@ def test_prepare_arguments_are_checked_before_reading_anything(tmp_path, capsys,
     corrupt.write_text("{not json")
     args = [a.replace("{corrupt}", str(corrupt)) for a in args]
     with pytest.raises(SystemExit) as e:
-        builder.main([str(tmp_path / "nowhere-needed"), "--out", str(tmp_path / "o"), *args])
+        prepare.main([str(tmp_path / "nowhere-needed"), "--out", str(tmp_path / "o"), *args])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1
     assert message in err or "does not exist" in err
     if "does not exist" in err:  # the source is checked first: check the rest with a real one
         src = _txt_corpus(tmp_path / "src", 3)
         with pytest.raises(SystemExit) as e:
-            builder.main([str(src), "--out", str(tmp_path / "o"), *args])
+            prepare.main([str(src), "--out", str(tmp_path / "o"), *args])
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()  # nothing was tokenized

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import prepare as builder
 from experiments.data import corpus
+from experiments.data import shards as builder
 from experiments.data.corpus import CorpusSpec, is_validation
-from experiments.data.dataset import DataConfig, DataError, prepare
+from experiments.data.dataset import DataConfig, DataError, open_dataset, with_corpus
 
 
 def _sha(path):
@@ -18,15 +18,15 @@ def _sha(path):
 
 def test_bpe_preparation_is_cached_and_deterministic(tmp_path, monkeypatch):
     cfg = DataConfig(source="sotu", tokenizer="bpe", vocab_size=1024, cache_dir=str(tmp_path / "a"))
-    first = prepare(cfg)
+    first = open_dataset(cfg)
     # a cache hit reads the shards and builds nothing
     monkeypatch.setattr(builder, "build", lambda *a, **k: pytest.fail("rebuilt a cached corpus"))
-    second = prepare(cfg)
+    second = open_dataset(cfg)
     monkeypatch.undo()
     assert first.directory == second.directory
     assert np.array_equal(first.train, second.train)
     # a fresh cache elsewhere retrains the tokenizer: identical bytes (deterministic)
-    other = prepare(
+    other = open_dataset(
         DataConfig(source="sotu", tokenizer="bpe", vocab_size=1024, cache_dir=str(tmp_path / "b"))
     )
     for f in ("train.bin", "val.bin", "tokenizer.json", "val_docs.npy"):
@@ -51,7 +51,7 @@ def test_text_directory_split_by_document(tmp_path):
         val_fraction=0.2,
         cache_dir=str(tmp_path / "c"),
     )
-    ds = prepare(cfg)
+    ds = open_dataset(cfg)
     names = sorted(f"d{i}.txt" for i in range(40))  # documents are read in path order
     held = [int(n[1:-4]) for n in names if is_validation(n, 0.2)]
     assert 0 < len(held) < 40
@@ -61,7 +61,7 @@ def test_text_directory_split_by_document(tmp_path):
     )
     # changing the corpus changes the cache key
     (docs / "d0.txt").write_text("changed")
-    ds2 = prepare(cfg)
+    ds2 = open_dataset(cfg)
     assert ds2.key != ds.key
 
 
@@ -124,7 +124,7 @@ def test_prepare_command_on_each_format(tmp_path, fmt):
     (tmp_path / "moved").mkdir()
     for f in ("train.bin.xz", "val.bin.xz", "meta.json", "val_docs.npy"):
         (tmp_path / "moved" / f).write_bytes((corpus / f).read_bytes())
-    ds = prepare(
+    ds = open_dataset(
         DataConfig(
             source="bin",
             path=str(tmp_path / "moved"),
@@ -171,8 +171,8 @@ def test_prepare_resumes_finished_parts(tmp_path, monkeypatch):
 
 
 def test_bpe_uses_a_given_tokenizer_file(tmp_path):
-    first = prepare(DataConfig(source="sotu", vocab_size=1024, cache_dir=str(tmp_path / "a")))
-    given = prepare(
+    first = open_dataset(DataConfig(source="sotu", vocab_size=1024, cache_dir=str(tmp_path / "a")))
+    given = open_dataset(
         DataConfig(
             source="sotu",
             vocab_size=1024,
@@ -186,27 +186,30 @@ def test_bpe_uses_a_given_tokenizer_file(tmp_path):
 def test_bin_shards(tmp_path):
     (np.arange(5000) % 300).astype(np.uint16).tofile(tmp_path / "train.bin")
     (np.arange(800) % 300).astype(np.uint16).tofile(tmp_path / "val.bin")
-    ds = prepare(
+    ds = open_dataset(
         DataConfig(source="bin", path=str(tmp_path), vocab_size=300, cache_dir=str(tmp_path / "c"))
     )
     assert len(ds.train) == 5000 and ds.vocab_size == 300
     with pytest.raises(DataError, match="vocab_size"):
-        prepare(
+        open_dataset(
             DataConfig(
                 source="bin", path=str(tmp_path), vocab_size=100, cache_dir=str(tmp_path / "d")
             )
         )
     with pytest.raises(DataError, match="vocab_size is required"):
-        DataConfig(source="bin", path=str(tmp_path), vocab_size=0)
+        with_corpus(DataConfig(source="bin", path=str(tmp_path), vocab_size=0))
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
+    """The config is a value (no disk read); ``with_corpus`` is the one read, and says what
+    is missing in one line."""
+    missing = DataConfig(source="text", path=str(tmp_path / "nope"))
     with pytest.raises(DataError, match="does not exist"):
-        DataConfig(source="text", path=str(tmp_path / "nope"))
+        with_corpus(missing)
     with pytest.raises(DataError, match="required"):
         DataConfig(source="text")
     with pytest.raises(DataError, match=r"no train\.bin"):
-        DataConfig(source="bin", path=str(tmp_path), vocab_size=300)
+        with_corpus(DataConfig(source="bin", path=str(tmp_path), vocab_size=300))
 
 
 def test_max_train_tokens_keeps_whole_first_documents(tmp_path):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from experiments.sweep import mps
-from experiments.sweep.driver import compile_env
+from experiments.sweep.launch import compile_env
+from experiments.sweep.sweep_dir import SweepDir
 
 FAKE = """#!/usr/bin/env bash
 echo "$@ $(cat)" >> "{log}"
@@ -71,8 +72,8 @@ def test_no_control_binary(monkeypatch, tmp_path):
 def test_compile_caches_live_in_the_sweep_folder(tmp_path, monkeypatch, jobs):
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
-    env = compile_env(tmp_path, jobs)
+    env = compile_env(SweepDir(tmp_path), jobs)
     assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile_cache")
     assert ("TORCHINDUCTOR_COMPILE_THREADS" in env) == (jobs > 1)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/mine")  # the user's choice wins
-    assert "TORCHINDUCTOR_CACHE_DIR" not in compile_env(tmp_path, jobs)
+    assert "TORCHINDUCTOR_CACHE_DIR" not in compile_env(SweepDir(tmp_path), jobs)

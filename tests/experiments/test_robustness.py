@@ -13,7 +13,7 @@ import torch
 
 from experiments.config import ConfigError, from_dict
 from experiments.record import RunDir, read_jsonl
-from experiments.sweep.status import run_state, to_train
+from experiments.sweep.sweep_dir import SweepDir, run_state, to_train
 from experiments.train import RunError, execute
 from tests.experiments.helpers import TINY, tiny_config
 
@@ -286,7 +286,7 @@ def test_sweep_report_reads_only_the_planned_runs(tmp_path, monkeypatch):
         return out / "report.md"
 
     monkeypatch.setattr(analysis.report, "build_report", fake)
-    assert report(tmp_path, ["planned1", "planned2"])
+    assert report(SweepDir(tmp_path), ["planned1", "planned2"])
     assert seen == {"source": ["planned1", "planned2"], "others": ["old1"]}
 
 
@@ -296,7 +296,7 @@ def test_a_report_that_fails_is_said_and_not_a_success(tmp_path, monkeypatch, ca
 
     (tmp_path / "runs" / "r1").mkdir(parents=True)
     monkeypatch.setattr(analysis.report, "build_report", lambda *a, **k: 1 / 0)
-    assert report(tmp_path, ["r1"]) is False  # the sweep exits 1, not 0
+    assert report(SweepDir(tmp_path), ["r1"]) is False  # the sweep exits 1, not 0
     assert "report not built: ZeroDivisionError" in capsys.readouterr().err
 
 

@@ -210,7 +210,7 @@ def test_slurm_submission_renders_without_a_cluster(tmp_path, launcher, want):
         [
             sys.executable,
             "-m",
-            "experiments.sweep.driver",
+            "experiments.sweep",
             "sweep=micro",
             f"hydra/launcher={launcher}",
             "hydra.launcher.partition=gpu",

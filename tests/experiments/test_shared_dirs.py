@@ -10,7 +10,7 @@ import pytest
 
 from experiments import files, record
 from experiments.record import RunBusy, RunDir
-from experiments.sweep.status import run_state
+from experiments.sweep.sweep_dir import run_state
 from experiments.train import RunError, execute
 from tests.experiments.helpers import tiny_config
 

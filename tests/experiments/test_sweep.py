@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from experiments.sweep.driver import make_plan
 from experiments.sweep.plan import SweepSpec
+from experiments.sweep.sweep_dir import SweepDir
 from models import ConfigError
 from tests.experiments.helpers import CONF
 
@@ -71,7 +72,7 @@ def _sweep(tmp_path, *args):
         [
             sys.executable,
             "-m",
-            "experiments.sweep.driver",
+            "experiments.sweep",
             "sweep=micro",
             "report=false",
             f"hydra.sweep.dir={tmp_path / 'sw'}",
@@ -122,7 +123,7 @@ def test_lr_tuning_budget_plans_the_rest_with_fitted_lrs(tmp_path):
 
     spec = _spec("micro", lrs=[1e-3, 3e-3, 1e-2], lr_tuning_budget=1e10)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        runs, _, note = plan_sweep(spec, tmp_path)
+        runs, _, note = plan_sweep(spec, SweepDir(tmp_path))
         assert note.startswith("LR tuning first") and {r.budget for r in runs} == {1e10}
         assert len(runs) == 2 * 3 * 3  # 2 sparsities x 3 sizes x 3 LRs
         # the tuning runs finish: the best LR falls with size (planted)
@@ -139,7 +140,7 @@ def test_lr_tuning_budget_plans_the_rest_with_fitted_lrs(tmp_path):
                     }
                 )
             )
-        runs, _, note = plan_sweep(spec, tmp_path)
+        runs, _, note = plan_sweep(spec, SweepDir(tmp_path))
     rest = [r for r in runs if r.budget == 2e10]
     assert "tuned points" in note and len(rest) == 2 * 3
     assert all(1e-3 <= r.lr <= 1e-2 for r in rest)
@@ -156,7 +157,7 @@ def test_a_kept_lr_rule_plans_the_same_lrs_on_any_machine(tmp_path, capsys):
 
     spec = _spec("micro", lrs=[1e-3, 3e-3, 1e-2], lr_tuning_budget=1e10)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        tune, _, _ = plan_sweep(spec, tmp_path)
+        tune, _, _ = plan_sweep(spec, SweepDir(tmp_path))
         for r in tune:
             best = 3e-3 if r.d_model <= 12 else 1e-3
             summary = {
@@ -167,17 +168,17 @@ def test_a_kept_lr_rule_plans_the_same_lrs_on_any_machine(tmp_path, capsys):
             }
             (tmp_path / "runs" / r.run_id).mkdir(parents=True)
             (tmp_path / "runs" / r.run_id / "summary.json").write_text(json.dumps(summary))
-        first = {r.name: r.run_id for r in plan_sweep(spec, tmp_path)[0]}
+        first = {r.name: r.run_id for r in plan_sweep(spec, SweepDir(tmp_path))[0]}
         kept = json.loads((tmp_path / "lr_rule.json").read_text())
         kept["coef"][0] += 1e-12  # another machine's fit, a few bits away
         (tmp_path / "lr_rule.json").write_text(json.dumps(kept))
-        again = {r.name: r.run_id for r in plan_sweep(spec, tmp_path)[0]}
+        again = {r.name: r.run_id for r in plan_sweep(spec, SweepDir(tmp_path))[0]}
         assert again.keys() == first.keys() and again != first  # the kept coefficients rule
         assert json.loads((tmp_path / "lr_rule.json").read_text())["coef"] == kept["coef"]
         # a tuning run is redone with another result: the kept rule no longer applies
         victim = tmp_path / "runs" / tune[0].run_id / "summary.json"
         victim.write_text(json.dumps(json.loads(victim.read_text()) | {"val_loss": 0.5}))
-        plan_sweep(spec, tmp_path)
+        plan_sweep(spec, SweepDir(tmp_path))
     assert "refitted" in capsys.readouterr().out
     assert json.loads((tmp_path / "lr_rule.json").read_text())["coef"] != kept["coef"]
 
@@ -220,10 +221,10 @@ def test_train_only_some_budgets_now(tmp_path):
 
     spec = _spec("micro")
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        runs, _, _ = plan_sweep(spec, tmp_path, only=[2e10])
+        runs, _, _ = plan_sweep(spec, SweepDir(tmp_path), only=[2e10])
         assert {r.budget for r in runs} == {2e10}
         with pytest.raises(ConfigError, match="not among the spec's budgets"):
-            plan_sweep(spec, tmp_path, only=[3e10])
+            plan_sweep(spec, SweepDir(tmp_path), only=[3e10])
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -248,7 +249,7 @@ def test_stopping_the_driver_stops_its_runs(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "experiments.sweep.driver",
+        "experiments.sweep",
         "sweep=micro",
         "sweep.budgets=[3e11]",
         "report=false",
