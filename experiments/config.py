@@ -48,9 +48,30 @@ class OptimConfig(Typed):
     """Final learning rate as a fraction of lr (cosine and wsd)."""
     decay_fraction: float = 0.2
     """WSD: the last fraction of steps decays linearly."""
+    name: str = "adamw"
+    """The optimizer (experiments/trainer/optim.py: @register_optimizer adds one)."""
+    lr_multipliers: dict = field(default_factory=dict)
+    """{part of a parameter's name: factor}: those parameters train at lr x factor (e.g.
+    {router: 0.5}); the first part that matches a name applies."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        from experiments.trainer.optim import OPTIMIZERS
+
+        check(
+            self.name in OPTIMIZERS,
+            "optim.name",
+            f"{self.name!r} is not a registered optimizer ({', '.join(sorted(OPTIMIZERS))})",
+        )
+        for part, factor in self.lr_multipliers.items():
+            check(
+                isinstance(part, str)
+                and isinstance(factor, (int, float))
+                and not isinstance(factor, bool)
+                and factor > 0,
+                "optim.lr_multipliers",
+                f"{part!r}: {factor!r} must be a positive number for a name part",
+            )
         check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
         check(all(0 <= b < 1 for b in self.betas), "optim.betas", "must be in [0, 1)")
         for name in ("weight_decay", "grad_clip", "min_lr_ratio"):
@@ -141,6 +162,9 @@ class RunConfig(Typed):
     parallel: Parallel = "auto"
     """Under torchrun: ddp, fsdp (FSDP2 fully_shard), or auto (FSDP when the model's training
     state would not fit one GPU)."""
+    callbacks: list[str] = field(default_factory=lambda: ["metrics", "console"])
+    """What the training loop calls (experiments/trainer/callbacks.py): metrics (metrics.jsonl),
+    console (the progress line), or package.module:ClassName for one of your own."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -153,6 +177,10 @@ class RunConfig(Typed):
         )
         check(self.gpu_slots >= 1, "run.gpu_slots", "must be >= 1")
         check(self.threads is None or self.threads >= 1, "run.threads", "must be >= 1 (or null)")
+        from experiments.trainer.callbacks import check_names
+
+        wrong = check_names(self.callbacks)
+        check(wrong is None, "run.callbacks", wrong or "")
 
 
 @dataclass

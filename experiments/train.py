@@ -181,6 +181,8 @@ def _execute(tc: TrainConfig, resolved: dict, d: dist_.Dist) -> dict:
     finally:
         if summary is not None and d.is_main:
             rd.write_summary(summary)
+            if trainer is not None:
+                trainer.callbacks.finish(trainer, summary)
         if d.is_main:
             rd.release()
         del trainer

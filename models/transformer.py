@@ -176,3 +176,10 @@ class MoETransformer(nn.Module):
         logits_BSV, loss = self.head(x, targets_BS)
         aux_loss = torch.stack([a.aux_loss for a in aux_list]).sum()
         return LMOutput(logits_BSV, loss, aux_loss, aux_list)
+
+
+def post_optimizer_step_hooks(model: nn.Module) -> list:
+    """The ``post_optimizer_step`` methods of the model's modules, called by the trainer after
+    every optimiser step: for state that follows the weights but is not learned by gradient
+    (e.g. an auxiliary-loss-free router's selection bias). None in today's modules."""
+    return [m.post_optimizer_step for m in model.modules() if hasattr(m, "post_optimizer_step")]

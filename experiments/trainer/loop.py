@@ -23,6 +23,7 @@ from experiments.distributed import expert_parallel as ep_
 from experiments.distributed import ranks as dist_
 from experiments.distributed.devices import peak_flops
 from experiments.record import LoopState, RunDir, RunSummary
+from experiments.trainer.callbacks import Callbacks
 from experiments.trainer.checkpoint import (
     AsyncCheckpointer,
     load_training_state,
@@ -36,6 +37,7 @@ from experiments.trainer.interrupts import Interrupted, Interrupts
 from experiments.trainer.optim import build_optimizer, lr_at
 from models import MoETransformer, account
 from models.backends import resolve_backend
+from models.transformer import post_optimizer_step_hooks
 
 WARMUP_STEPS = 3  # steps timed as warm-up (compilation, autotuning, allocator growth)
 LOG_EVERY_S = 20  # also log at least this often (single process)
@@ -52,13 +54,6 @@ GRAPHS_MAX_FLOPS_PER_STEP = 1e13
 
 class TrainingFailed(RuntimeError):
     """The run cannot go on (non-finite or diverging loss); the message is the reason."""
-
-
-def fmt_count(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return f"{n:.0f}"
 
 
 def compile_plan(tc: TrainConfig, device: torch.device) -> tuple[bool, str]:
@@ -143,6 +138,8 @@ class Trainer:
         self.last_read: tuple[float, float] | None = None  # (loss, aux) of the latest read step
         self.last_aux = None
         self.checkpointed_step = 0  # the step the latest checkpoint holds (0: none)
+        self.callbacks = Callbacks(tc.run.callbacks)
+        self.post_step = post_optimizer_step_hooks(self.model)
         self.setup_s = time.perf_counter() - t0
 
     # -- checkpoints --
@@ -163,6 +160,7 @@ class Trainer:
             )
             if wait:
                 self.ckpt.wait()
+            self.callbacks.checkpoint(self, self.rd.checkpoint)
         self.state.time.checkpoint_s += time.perf_counter() - t0
         self.checkpointed_step = self.state.step
 
@@ -211,7 +209,7 @@ class Trainer:
         self.state.time.data_s += time.perf_counter() - t0
         lr = lr_at(step, self.total, tc.optim)
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_multiplier", 1.0)
         with autocast(self.device):
             out = self.step_fn(x, y)
         loss = out.loss
@@ -223,6 +221,9 @@ class Trainer:
             ep_.clip_grad_norm_(self.model, tc.optim.grad_clip, self.ep)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        for hook in self.post_step:  # modules whose state follows the optimiser step
+            hook()
+        self.callbacks.step_end(self, step)
         # Copies: a CUDA-graph replay reuses its output buffers at the next step.
         self.pending.append((step, loss.detach().clone(), out.aux_loss.detach().clone()))
         self.last_aux = out.aux
@@ -267,6 +268,8 @@ class Trainer:
                 self.model, self.val, self.val_docs, self.batches.local, self.device, self.d
             )
         st.time.eval_s += time.perf_counter() - t0
+        if self.d.is_main:
+            self.callbacks.eval(self, {"val_loss": st.val_loss, "val_loss_se": st.val_loss_se})
 
     def _decide(self, step: int, interrupts: Interrupts, since_ckpt: float) -> tuple[bool, bool]:
         """(stop, checkpoint now): local choices alone, or agreed over ranks every few steps."""
@@ -357,6 +360,7 @@ class Trainer:
             self.rd.checkpoint.unlink(missing_ok=True)
 
     def log(self, step: int, loss: float, aux_loss: float, rate: float) -> None:
+        """Build the logged row; the callbacks record it (metrics.jsonl, the console, ...)."""
         loads = load_stats(self.last_aux, self.d)  # a collective: every rank takes part
         if not self.d.is_main:
             return
@@ -372,16 +376,7 @@ class Trainer:
             "val_loss": st.val_loss,
             "tokens_per_s": rate,
         } | loads
-        self.rd.append_metrics([row])
-        eta = (self.total - step) * tc.tokens_per_step / max(rate, 1e-9)
-        val = f" | val {st.val_loss:.4f}" if st.val_loss is not None else ""
-        print(
-            f"[{self.rid}] step {step}/{self.total} | tok {fmt_count(tokens)} | loss {loss:.4f}"
-            f" | aux {aux_loss:.4f}{val} | lr {row['lr']:.2e} | {fmt_count(rate)} tok/s"
-            f" | ETA {eta:.0f}s",
-            flush=True,
-        )
-        self.rd.write_progress({"step": step, "total_steps": self.total, "train_loss": loss})
+        self.callbacks.log(self, row | self.callbacks.values(self, step))
 
     def summary(self, status: str, reason: str | None) -> RunSummary:
         tc, st = self.tc, self.state

@@ -1,27 +1,58 @@
-"""AdamW and the learning-rate schedules (warmup + cosine to min_lr_ratio, WSD, constant)."""
+"""Optimizers by name (a registry: AdamW built in) with per-group learning-rate multipliers,
+and the learning-rate schedules (warmup + cosine to min_lr_ratio, WSD, constant)."""
 
 from __future__ import annotations
 
 import math
-
-import torch
+from collections.abc import Callable
 
 from experiments.config import OptimConfig
 
+# name -> builder(param_groups, OptimConfig, fused) -> torch.optim.Optimizer
+OPTIMIZERS: dict[str, Callable] = {}
 
-def build_optimizer(
-    model: torch.nn.Module, cfg: OptimConfig, device: torch.device, fused: bool | None = None
-):
-    # Decay matrices (and embeddings), not norm gains: decaying a gain towards 0 shrinks the
-    # residual stream instead of regularising.
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    fused = device.type == "cuda" if fused is None else fused
+
+def register_optimizer(name: str):
+    """``@register_optimizer("muon")`` on a builder makes ``optim.name=muon`` train with it."""
+
+    def add(builder: Callable) -> Callable:
+        OPTIMIZERS[name] = builder
+        return builder
+
+    return add
+
+
+@register_optimizer("adamw")
+def adamw(groups: list[dict], cfg: OptimConfig, fused: bool):
+    import torch  # here, so that checking a config's optim.name needs no torch
+
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
+
+
+def param_groups(model, cfg: OptimConfig) -> list[dict]:
+    """Decay matrices (and embeddings), not norm gains: decaying a gain towards 0 shrinks the
+    residual stream instead of regularising. ``optim.lr_multipliers`` ({name part: factor})
+    gives the parameters whose name contains a part (the first that matches) their own
+    learning rate, lr x factor; the loop scales each group's ``lr_multiplier``. Without
+    multipliers the groups are the two they always were (checkpoints resume unchanged)."""
+    groups: dict[tuple[bool, float], list] = {}
+    for name, p in model.named_parameters():
+        mult = next((f for part, f in cfg.lr_multipliers.items() if part in name), 1.0)
+        groups.setdefault((p.dim() >= 2, float(mult)), []).append(p)
+    order = sorted(groups, key=lambda k: (not k[0], k[1] != 1.0, k[1]))
+    return [
+        {
+            "params": groups[k],
+            "weight_decay": cfg.weight_decay if k[0] else 0.0,
+            "lr_multiplier": k[1],
+        }
+        for k in order
+    ]
+
+
+def build_optimizer(model, cfg: OptimConfig, device, fused: bool | None = None):
+    fused = device.type == "cuda" if fused is None else fused
+    return OPTIMIZERS[cfg.name](param_groups(model, cfg), cfg, fused)
 
 
 def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
