@@ -30,7 +30,7 @@ def test_without_multipliers_the_groups_are_the_two_they_were(tmp_path):
 
 
 def test_a_multiplier_gives_matching_parameters_their_own_learning_rate(tmp_path):
-    t = _trainer(tmp_path, "optim.lr_multipliers={router: 0.5}")
+    t = _trainer(tmp_path, "+optim.lr_multipliers={router: 0.5}")
     router = {id(p) for n, p in t.model.named_parameters() if "router" in n}
     for step in range(3):
         t.train_step(step)
@@ -53,4 +53,4 @@ def test_an_optimizer_is_a_registered_builder(tmp_path):
     with pytest.raises(ConfigError, match=r"optim.name: 'sgd-for-a-test' is not a registered"):
         from_dict(tiny_config(tmp_path, *MOE, "optim.name=sgd-for-a-test"))
     with pytest.raises(ConfigError, match=r"optim.lr_multipliers: 'router': -1"):
-        from_dict(tiny_config(tmp_path, *MOE, "optim.lr_multipliers={router: -1}"))
+        from_dict(tiny_config(tmp_path, *MOE, "+optim.lr_multipliers={router: -1}"))
