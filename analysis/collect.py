@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.files import read_json
 from experiments.record import CHECKPOINT, CONFIG, SUMMARY
 
 REQUIRED = (
@@ -41,12 +42,9 @@ def read_run(run_dir: Path) -> tuple[dict | None, str | None]:
             else "not started or still running"
         )
         return None, f"no {SUMMARY}: {state}"
-    try:
-        row = json.loads(summary.read_text())
-    except (OSError, ValueError) as e:
-        return None, f"corrupt {SUMMARY}: {e}"
-    if not isinstance(row, dict):
-        return None, f"corrupt {SUMMARY}: not an object"
+    row = read_json(summary)
+    if row is None:
+        return None, f"corrupt {SUMMARY}: not a readable JSON object"
     missing = [k for k in REQUIRED if k not in row]
     if missing:
         return None, f"{SUMMARY} lacks {missing}"
@@ -56,7 +54,9 @@ def read_run(run_dir: Path) -> tuple[dict | None, str | None]:
     return row, None
 
 
-def collect(source: Path | list[Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+def collect(
+    source: Path | list[Path] | tuple[Path, ...],
+) -> tuple[pd.DataFrame, list[tuple[str, str | None]]]:
     """The given run directories, or every run directory below one folder (any depth)."""
     if isinstance(source, (list, tuple)):
         candidates = [Path(p) for p in source]
@@ -75,7 +75,7 @@ def collect(source: Path | list[Path]) -> tuple[pd.DataFrame, list[tuple[str, st
     return pd.DataFrame(rows), skipped
 
 
-def load_table(source) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+def load_table(source) -> tuple[pd.DataFrame, list[tuple[str, str | None]]]:
     """A runs table from run directories (a folder or a list), a .parquet or a .csv file."""
     if isinstance(source, (list, tuple)):
         return collect(source)
@@ -132,7 +132,10 @@ def refuse_duplicates(df: pd.DataFrame) -> None:
 
 
 def refuse_bad_numbers(
-    df: pd.DataFrame, positive: list[str], fractions: list[str], non_negative: list[str] = ()
+    df: pd.DataFrame,
+    positive: list[str],
+    fractions: list[str],
+    non_negative: tuple[str, ...] | list[str] = (),
 ) -> None:
     """Columns the analysis computes with must hold finite numbers: positive ones (budgets,
     tokens, parameter counts), fractions in [0, 1) (sparsity) and counts that may be zero

@@ -84,13 +84,13 @@ def compare(
             )
             lines.append(f"{'held-out':<10}{held}   (mean |rel. error| on the highest sparsity)")
         for c in budgets or []:
-            cells = []
+            optima = []
             for _, st in fitted:
                 o = law_optima(st, [c], {}).get(f"{c:.4g}", {}).get("joint")
-                cells.append(f"N={num(o['n'])} S={o['s']:.3f}" if o else "–")
+                optima.append(f"N={num(o['n'])} S={o['s']:.3f}" if o else "–")
             lines.append(
                 f"{'C=' + format(c, '.3g'):<10}"
-                + "".join(f"{x:>{width}}" for x in cells)
+                + "".join(f"{x:>{width}}" for x in optima)
                 + "   (optimum inside the trained S range)"
             )
     return "\n".join(lines)

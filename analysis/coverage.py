@@ -69,7 +69,7 @@ def covered(ci, value: float) -> bool:
 
 def run(replications: int, n_boot: int, sizes: int, seeds: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    hits = {"N*": [], "L*": [], "slope": [], "exponent": []}
+    hits: dict[str, list] = {"N*": [], "L*": [], "slope": [], "exponent": []}
     bracketed = []
     for r in range(replications):
         res = analyse(synthetic(rng, sizes, seeds), "val_loss", n_boot=n_boot, seed=r)

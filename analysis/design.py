@@ -81,7 +81,8 @@ def group_budgets(values: np.ndarray, tolerance: float) -> np.ndarray:
     gets its cluster's geometric mean."""
     order = np.argsort(values)
     labels = np.empty(len(values))
-    start, members = None, []
+    start: float | None = None
+    members: list[int] = []
 
     def close():
         if members:

@@ -345,7 +345,7 @@ def _scaling(rows, keep, point, boot, level) -> dict:
     out = {}
     for s in sorted({r["sparsity"] for r in rows}):
         idx = [i for i in keep if rows[i]["sparsity"] == s]
-        entry = {"budgets": [rows[i]["C"] for i in idx]}
+        entry: dict = {"budgets": [rows[i]["C"] for i in idx]}
         if len(idx) < 3:
             entry["reason"] = f"{len(idx)} bracketed budget(s); an exponent needs 3"
             out[f"{s:.4f}"] = entry

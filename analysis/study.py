@@ -256,7 +256,7 @@ def law_optimum(
     )
     lo, hi = st.s_range
     ss = np.array([s]) if s is not None else np.linspace(lo, hi, s_points)
-    best = None
+    best: dict | None = None
     for sv in ss:
         d = budget / _fpt(st, ns, sv)
         data = {"N": ns, "D": d, "S": np.full(len(ns), sv), "E": np.full(len(ns), 1 / (1 - sv))}
@@ -270,6 +270,7 @@ def law_optimum(
                 "loss": float(loss[j]),
                 "n_at_edge": n is None and j in (0, len(ns) - 1),
             }
+    assert best is not None  # ss and ns are never empty
     best["s_at_upper_edge"] = s is None and hi > lo and best["s"] >= hi - 1e-12
     return best
 

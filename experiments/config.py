@@ -9,6 +9,7 @@ Fields marked LOGISTICS (where and how a run is recorded) are not part of the ru
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Literal
@@ -244,11 +245,17 @@ FIRST_IDENTITY_FIELDS = frozenset(
 SECTIONS = {"model", "moe", "data", "optim", "budget", "train", "run", "seed", "sweep_name"}
 
 
-def defaults() -> dict:
-    """Every field's default as Hydra sees it: ``moe`` is its own top-level group."""
-    d = asdict(TrainConfig())
+def as_dict(tc: TrainConfig) -> dict:
+    """A config as plain data in Hydra's layout (``moe`` beside ``model``, lists for tuples):
+    what config.yaml records, and what ``from_dict`` reads back into the same config."""
+    d = json.loads(json.dumps(asdict(tc)))
     d["moe"] = d["model"].pop("moe")
     return d
+
+
+def defaults() -> dict:
+    """Every field's default as Hydra sees it: ``moe`` is its own top-level group."""
+    return as_dict(TrainConfig())
 
 
 def register_defaults() -> None:

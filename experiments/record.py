@@ -1,10 +1,15 @@
-"""The run directory contract (ARCHITECTURE.md): its files, the run summary, the loop state.
+"""The run directory contract: its files, the run summary, the loop state.
 
-One directory per run id. ``run.json`` says which run it belongs to (a directory of another
-config is refused); ``.lock`` is held by the one process running it; config.yaml,
-metrics.jsonl, progress.json, summary.json, checkpoint.pt and weights.pt are as documented in
-ARCHITECTURE.md. Every file that must never be half-written is written to a temp file and
-renamed. Analysis reads file names from here (no torch is imported by this module).
+One directory per run id:
+- ``run.json``: which run the directory belongs to (a directory of another config is refused);
+- ``.lock``: held by the one process running it (flock; released by the kernel on a crash);
+- ``config.yaml``: the validated config that ran (``experiments.config.as_dict``);
+- ``metrics.jsonl``: one row per logged step (written by the ``metrics`` callback);
+- ``progress.json``: the latest step, while training;
+- ``summary.json``: one row of the runs table (RunSummary), written also on failure;
+- ``checkpoint.pt`` while unfinished; ``weights.pt`` if ``run.keep_final=weights``.
+Every file that must never be half-written goes through experiments/files.py (a temporary file,
+renamed). Analysis reads file names from here (no torch is imported by this module).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import IO
 
 import yaml
 
@@ -101,17 +107,56 @@ class LoopState:
                 setattr(self, f.name, TimeBreakdown(**value) if f.name == "time" else value)
 
 
+# The config's columns in the runs table: every identity field of model, moe, optim, train,
+# data and budget under its own name, derived from the config (never re-declared here), so a
+# new option is a new column by itself. These few take another name, or none.
+COLUMN_NAMES = {
+    "budget.flops": "budget_flops",
+    "data.source": "data",
+    "data.vocab_size": None,  # the same as model.vocab_size
+    "optim.name": "optimizer",
+}
+
+
+def config_columns(tc) -> dict:
+    """The runs-table columns a config determines (see COLUMN_NAMES)."""
+    cols: dict = {}
+    sections = (
+        ("model", tc.model),
+        ("moe", tc.model.moe),
+        ("optim", tc.optim),
+        ("train", tc.train),
+        ("data", tc.data),
+        ("budget", tc.budget),
+    )
+    for section, obj in sections:
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if not f.metadata.get("identity", True) or hasattr(value, "__dataclass_fields__"):
+                continue
+            name = COLUMN_NAMES.get(f"{section}.{f.name}", f.name)
+            if name is None:
+                continue
+            if f.name == "betas":
+                cols["beta1"], cols["beta2"] = value
+            elif isinstance(value, dict):  # one cell: the table stays flat
+                cols[name] = json.dumps(value, sort_keys=True)
+            else:
+                cols[name] = value
+    return cols | {"seed": tc.seed, "sweep": tc.sweep_name}
+
+
 @dataclass
 class RunSummary:
-    """summary.json: one row of the runs table. Fields from the config are known before the
-    run starts (a run that fails in setup still has them); the rest are filled at the end."""
+    """summary.json: one row of the runs table. The config's columns (``config``, flattened
+    into the row by ``to_dict``) and the accounting are known before the run starts, so a
+    run that fails in setup still has them; the rest are filled at the end."""
 
     run_id: str
     status: str | None = None  # done | failed | interrupted
     reason: str | None = None
     failure_kind: str | None = None  # setup (retried automatically) | training
-    sweep: str | None = None
-    budget_flops: float = 0.0
+    config: dict = field(default_factory=dict)  # config_columns(tc)
     flops: float = 0
     tokens: int = 0
     steps: int = 0
@@ -119,24 +164,6 @@ class RunSummary:
     epochs: float | None = None  # tokens trained / unique training tokens
     unique_train_tokens: int | None = None
     sparsity: float = 0.0
-    num_experts: int = 1
-    top_k: int = 1
-    granularity: int = 1
-    num_shared_experts: int = 0
-    expert_type: str = "glu"
-    d_model: int = 0
-    n_layers: int = 0
-    n_heads: int = 0
-    d_ff: int = 0
-    seq_len: int = 0
-    vocab_size: int = 0
-    batch_size: int = 0
-    lr: float = 0.0
-    beta1: float = 0.0
-    beta2: float = 0.0
-    weight_decay: float = 0.0
-    warmup_fraction: float = 0.0
-    schedule: str = ""
     params_total: int = 0
     params_active: int = 0
     params_embedding: int = 0
@@ -148,8 +175,7 @@ class RunSummary:
     val_loss_se: float | None = None  # standard error over validation documents
     val_tokens: int | None = None
     val_documents: int | None = None
-    seed: int = 0
-    backend: str = ""
+    backend: str = ""  # the expert backend that ran (moe.backend=auto resolved)
     device: str | None = None
     world_size: int = 1
     compile: bool | None = None
@@ -158,8 +184,6 @@ class RunSummary:
     mfu: float | None = None  # active-FLOP rate / (devices x peak bf16 FLOP/s)
     peak_memory_gb: float | None = None  # CUDA: the allocator's peak on this rank
     time: dict = field(default_factory=dict)  # TimeBreakdown
-    data: str = ""
-    tokenizer: str = ""
     data_key: str | None = None
     git_sha: str | None = None
     versions: dict = field(default_factory=dict)
@@ -169,47 +193,26 @@ class RunSummary:
         """The fields a config determines (accounting included), before anything runs."""
         from models.accounting import account
 
-        acc, m, o = account(tc.model), tc.model, tc.optim
+        acc = account(tc.model)
         return cls(
             run_id=rid,
-            sweep=tc.sweep_name,
-            budget_flops=tc.budget.flops,
+            config=config_columns(tc),
             planned_steps=tc.steps,
             sparsity=acc.sparsity,
-            num_experts=m.moe.num_experts,
-            top_k=m.moe.top_k,
-            granularity=m.moe.granularity,
-            num_shared_experts=m.moe.num_shared_experts,
-            expert_type=m.moe.expert_type,
-            d_model=m.d_model,
-            n_layers=m.n_layers,
-            n_heads=m.n_heads,
-            d_ff=m.d_ff,
-            seq_len=m.seq_len,
-            vocab_size=m.vocab_size,
-            batch_size=tc.train.batch_size,
-            lr=o.lr,
-            beta1=o.betas[0],
-            beta2=o.betas[1],
-            weight_decay=o.weight_decay,
-            warmup_fraction=o.warmup_fraction,
-            schedule=o.schedule,
             params_total=acc.params_total,
             params_active=acc.params_active,
             params_embedding=acc.params_embedding,
             params_active_non_embedding=acc.params_active_non_embedding,
             flops_per_token=acc.flops_per_token,
             flops_convention=acc.flops_convention,
-            seed=tc.seed,
-            backend=m.moe.backend,
-            data=tc.data.source,
-            tokenizer=tc.data.tokenizer,
+            backend=tc.model.moe.backend,
             git_sha=git_sha(),
             versions=versions(),
         )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        row = asdict(self)
+        return {"run_id": row.pop("run_id")} | row.pop("config") | row
 
 
 class RunBusy(RuntimeError):
@@ -223,7 +226,8 @@ class ForeignRunDir(RuntimeError):
 def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
     """(rows, numbers of unreadable lines). A torn or corrupt line is reported, never used to
     drop the rows after it."""
-    rows, bad = [], []
+    rows: list[dict] = []
+    bad: list[int] = []
     if not path.exists():
         return rows, bad
     for i, line in enumerate(path.read_text().splitlines(), 1):
@@ -268,7 +272,7 @@ class RunDir:
         self.weights = self.path / WEIGHTS
         self.progress = self.path / PROGRESS
         self.identity = self.path / IDENTITY
-        self._lock = None
+        self._lock: IO | None = None
 
     def create(self) -> None:
         try:
@@ -282,11 +286,10 @@ class RunDir:
     # -- ownership --
     def owner(self) -> str | None:
         """The run id this directory belongs to (run.json, else an older summary's)."""
-        for path, key in ((self.identity, "run_id"), (self.summary, "run_id")):
-            try:
-                return json.loads(path.read_text())[key]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+        for path in (self.identity, self.summary):
+            owner = (read_json(path) or {}).get("run_id")
+            if isinstance(owner, str):
+                return owner
         return None
 
     def has_records(self) -> bool:

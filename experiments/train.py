@@ -21,7 +21,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.config import ConfigError, DataError, TrainConfig, from_dict, register_defaults
+from experiments.config import (
+    ConfigError,
+    DataError,
+    TrainConfig,
+    as_dict,
+    from_dict,
+    register_defaults,
+)
 from experiments.distributed import ranks as dist_
 from experiments.files import LocksUnsupported
 from experiments.record import ForeignRunDir, RunBusy, RunDir, RunSummary, run_id
@@ -73,7 +80,7 @@ def _should_train(tc: TrainConfig, rid: str, rd: RunDir) -> dict | None:
     return None
 
 
-def _open_run_dir(tc: TrainConfig, rid: str, rd: RunDir, resolved: dict) -> dict | None:
+def _open_run_dir(tc: TrainConfig, rid: str, rd: RunDir) -> dict | None:
     """Rank 0: check, claim and lock the directory. Returns a summary when not training."""
     try:
         rd.create()
@@ -95,7 +102,7 @@ def _open_run_dir(tc: TrainConfig, rid: str, rd: RunDir, resolved: dict) -> dict
         # A retry resumes from the run's last checkpoint, if it has one: nothing already
         # trained is deleted. The failure's record is kept beside it.
         rd.summary.replace(rd.path / PREVIOUS_FAILURE)
-    rd.write_config(resolved)
+    rd.write_config(as_dict(tc))  # the validated config (a corpus's vocabulary filled in)
     return None
 
 
@@ -108,14 +115,14 @@ def execute(resolved: dict) -> dict:
     tc = from_dict(resolved)
     d = dist_.init()
     try:
-        return _execute(tc, resolved, d)
+        return _execute(tc, d)
     finally:
         # Every rank leaves the process group before the interpreter exits: gloo's threads abort
         # the process ("terminate called without an active exception") when it is left alive.
         dist_.close(d)
 
 
-def _execute(tc: TrainConfig, resolved: dict, d: dist_.Dist) -> dict:
+def _execute(tc: TrainConfig, d: dist_.Dist) -> dict:
     from experiments.data.dataset import check_lengths, open_dataset
     from experiments.distributed.devices import DeviceUnavailable, gpu_slot
     from experiments.trainer.interrupts import Interrupted, Interrupts
@@ -129,7 +136,7 @@ def _execute(tc: TrainConfig, resolved: dict, d: dist_.Dist) -> dict:
         )
     rid = run_id(tc.identity())
     rd = run_directory(tc, rid)
-    skip = _open_run_dir(tc, rid, rd, resolved) if d.is_main else None
+    skip = _open_run_dir(tc, rid, rd) if d.is_main else None
     skip = dist_.broadcast_object(skip, d)
     if skip is not None:
         return skip

@@ -150,4 +150,5 @@ class Accounting:
 
 
 def account(cfg: ModelConfig) -> Accounting:
-    return Accounting(**_int_counts(cfg), sparsity=sparsity(cfg))
+    counts = _int_counts(cfg)
+    return Accounting(**counts, sparsity=sparsity(cfg))  # type: ignore[arg-type]

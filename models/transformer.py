@@ -130,6 +130,7 @@ class MoETransformer(nn.Module):
     def reset_parameters(self) -> None:
         """Re-draw every weight: each module initialises its own."""
         for block in self.blocks:
+            assert isinstance(block, Block)
             block.reset_parameters()
         self.norm.reset_parameters()
         self._reset_embeddings()
@@ -150,10 +151,12 @@ class MoETransformer(nn.Module):
         The blocks share one code object and their weights are graph inputs, so one block is
         traced and compiled for all layers: warm-up no longer grows with depth. State-dict keys
         are unchanged (``Module.compile`` compiles in place). ``backend``: tests use aot_eager."""
-        how = {"mode": mode} if backend == "inductor" else {}
+        inductor = backend == "inductor"  # mode is inductor's option only
         for block in self.blocks:
-            block.compile(backend=backend, dynamic=False, **how)
-        self.head = torch.compile(self.head, backend=backend, dynamic=False, **how)
+            block.compile(backend=backend, dynamic=False, mode=mode if inductor else None)
+        self.head = torch.compile(  # type: ignore[method-assign]
+            self.head, backend=backend, dynamic=False, mode=mode if inductor else None
+        )
 
     def head(
         self, x_BSD: torch.Tensor, targets_BS: torch.Tensor | None

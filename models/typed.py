@@ -47,7 +47,7 @@ def _describe(tp) -> str:
     if origin in (tuple, list):
         return f"a list of {_describe(get_args(tp)[0])}"
     if is_dataclass(tp):
-        return f"a mapping of {tp.__name__} fields"
+        return f"a mapping of {getattr(tp, '__name__', tp)} fields"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -115,7 +115,7 @@ def coerce(value: Any, tp, name: str) -> Any:
         if not isinstance(value, dict):
             raise bad
         return dict(value)
-    if is_dataclass(tp):
+    if isinstance(tp, type) and is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if isinstance(value, dict):
@@ -134,7 +134,7 @@ class Typed:
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
-        for f in fields(self):
+        for f in fields(self):  # type: ignore[arg-type]
             name = f"{self.section}.{f.name}" if self.section else f.name
             setattr(self, f.name, coerce(getattr(self, f.name), hints[f.name], name))
 

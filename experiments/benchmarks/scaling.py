@@ -32,6 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from experiments.files import read_json
 from experiments.record import read_jsonl
 
 
@@ -73,7 +74,7 @@ def run_case(name, ranks, overrides, shared, steps, root: Path) -> dict:
     if out.returncode != 0 or not runs:
         tail = (out.stdout + out.stderr).strip().splitlines()[-3:]
         return {"case": name, "ranks": ranks, "error": " | ".join(tail)}
-    summary = json.loads(runs[0].read_text())
+    summary = read_json(runs[0]) or {}
     rows, _ = read_jsonl(runs[0].parent / "metrics.jsonl")
     return {"case": name, "ranks": ranks, "summary": summary, "rows": rows}
 

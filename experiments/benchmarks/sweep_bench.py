@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from experiments.files import read_json
+from experiments.record import SUMMARY
 from experiments.sweep.sweep_dir import SweepDir
 
 SLICES = {"study": "study_bench", "small": "gpu_bench"}
@@ -107,8 +109,8 @@ def _summaries(runs: Path) -> list[dict]:
     """Each run's own figures: where the sweep's time went."""
     keep = ("run_id", "d_model", "num_experts", "steps", "tokens_per_s", "mfu", "time", "status")
     out = []
-    for p in sorted(runs.glob("*/summary.json")):
-        s = json.loads(p.read_text())
+    for p in sorted(runs.glob(f"*/{SUMMARY}")):
+        s = read_json(p) or {}
         out.append({k: s.get(k) for k in keep})
     return out
 
@@ -140,7 +142,7 @@ def run_single(name: str, workdir: Path) -> dict:
     found = sorted(root.glob("*/summary.json"))
     if not found:
         return row | {"failure": _tail(out.stdout + out.stderr)}
-    s = json.loads(found[0].read_text())
+    s = read_json(found[0]) or {}
     shutil.copy(found[0], workdir / f"{name}_summary.json")
     return row | {
         "runs": 1,

@@ -36,8 +36,9 @@ from experiments.files import atomic_write_json
 from experiments.record import run_id
 from experiments.sweep.launch import gpus, launch, launch_plan
 from experiments.sweep.mps import mps_daemon
-from experiments.sweep.plan import PlannedRun, SweepSpec, format_table, plan
+from experiments.sweep.plan import PlannedRun, format_table, plan
 from experiments.sweep.slurm import render_sweep
+from experiments.sweep.spec import SweepSpec
 from experiments.sweep.sweep_dir import SweepDir, format_efficiency, format_status, to_train
 from experiments.train import resolve
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from experiments.sweep.plan import SweepSpec
 from experiments.sweep.slurm import FORWARDED_HYDRA
+from experiments.sweep.spec import SweepSpec
 from experiments.sweep.sweep_dir import SweepDir
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)

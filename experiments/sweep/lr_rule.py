@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.files import read_json
+from experiments.record import SUMMARY
 from models.accounting import account
 
 
@@ -53,11 +55,8 @@ def fit_lr_rule(runs_root: Path, tuning_runs: list, grid: list[float]) -> LRRule
     """The rule from the tuning budget's finished runs; None if any of them is not done."""
     best: dict[tuple, tuple[float, float, int, float]] = {}
     for r in tuning_runs:
-        try:
-            s = json.loads((Path(runs_root) / r.run_id / "summary.json").read_text())
-        except (OSError, ValueError):
-            return None
-        if s.get("status") != "done":
+        s = read_json(Path(runs_root) / r.run_id / SUMMARY)
+        if s is None or s.get("status") != "done":
             return None
         key = (r.d_model, r.num_experts / r.top_k)
         if key not in best or s["val_loss"] < best[key][0]:

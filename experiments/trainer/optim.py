@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from experiments.config import OptimConfig
-
-# name -> builder(param_groups, OptimConfig, fused) -> torch.optim.Optimizer
+# name -> builder(param_groups, cfg, fused) -> torch.optim.Optimizer. ``cfg`` is the run's
+# OptimConfig (experiments/config.py checks optim.name against this registry, so this module
+# does not import it back).
 OPTIMIZERS: dict[str, Callable] = {}
 
 
@@ -23,13 +23,13 @@ def register_optimizer(name: str):
 
 
 @register_optimizer("adamw")
-def adamw(groups: list[dict], cfg: OptimConfig, fused: bool):
+def adamw(groups: list[dict], cfg, fused: bool):
     import torch  # here, so that checking a config's optim.name needs no torch
 
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
 
 
-def param_groups(model, cfg: OptimConfig) -> list[dict]:
+def param_groups(model, cfg) -> list[dict]:
     """Decay matrices (and embeddings), not norm gains: decaying a gain towards 0 shrinks the
     residual stream instead of regularising. ``optim.lr_multipliers`` ({name part: factor})
     gives the parameters whose name contains a part (the first that matches) their own
@@ -50,12 +50,12 @@ def param_groups(model, cfg: OptimConfig) -> list[dict]:
     ]
 
 
-def build_optimizer(model, cfg: OptimConfig, device, fused: bool | None = None):
+def build_optimizer(model, cfg, device, fused: bool | None = None):
     fused = device.type == "cuda" if fused is None else fused
     return OPTIMIZERS[cfg.name](param_groups(model, cfg), cfg, fused)
 
 
-def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
+def lr_at(step: int, total_steps: int, cfg) -> float:
     """Learning rate for optimiser step ``step`` (0-based) of ``total_steps``."""
     warmup = math.ceil(cfg.warmup_fraction * total_steps)
     if step < warmup:

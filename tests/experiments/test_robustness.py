@@ -264,7 +264,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
 
 def test_unsafe_sweep_names_are_refused():
     from experiments.sweep.driver import make_plan
-    from experiments.sweep.plan import SweepSpec
+    from experiments.sweep.spec import SweepSpec
 
     spec = SweepSpec.from_dict({"name": "../x", "budgets": [1e10], "sparsity": {"pairs": [[1, 1]]}})
     with pytest.raises(ConfigError, match="sweep.name"):

@@ -1,11 +1,6 @@
 """The training path without host waits (issue 9), tested on CPU: checkpoints by time and in
 the background, losses read only when logged, the packing planner's memory rule."""
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +19,7 @@ from experiments.train import execute
 from experiments.trainer import checkpoint as ckpt_mod
 from experiments.trainer.checkpoint import AsyncCheckpointer
 from experiments.trainer.loop import Trainer
-from tests.experiments.helpers import TINY, tiny_config
+from tests.experiments.helpers import TINY, kill_resume_and_compare, tiny_config
 
 MOE = ["moe.num_experts=4", "moe.top_k=1", "budget.flops=1e10"]
 
@@ -85,36 +80,14 @@ def test_checkpoints_by_wall_time(tmp_path):
 
 
 def test_resume_after_sigkill_with_timed_checkpoints(tmp_path):
-    args = [
-        *TINY,
-        *MOE,
-        "budget.flops=2e10",
-        "run.checkpoint_every=null",
-        "run.checkpoint_every_s=0.3",
-        "run.log_every=5",
-        f"data.cache_dir={tmp_path}/cache",
-    ]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "experiments.train", *args]
-    proc = subprocess.Popen(
-        [*cmd, f"run.root={tmp_path}/k"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        found = list((tmp_path / "k").glob("*/checkpoint.pt"))
-        if found and torch.load(found[0], weights_only=True)["loop"]["step"] >= 20:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    subprocess.run([*cmd, f"run.root={tmp_path}/k"], env=env, check=True, capture_output=True)
-    subprocess.run([*cmd, f"run.root={tmp_path}/u"], env=env, check=True, capture_output=True)
-    k = json.loads(next((tmp_path / "k").glob("*/summary.json")).read_text())
-    u = json.loads(next((tmp_path / "u").glob("*/summary.json")).read_text())
+    args = [*TINY, *MOE, "budget.flops=2e10", "run.checkpoint_every=null"]
+    args += ["run.checkpoint_every_s=0.3", "run.log_every=5", f"data.cache_dir={tmp_path}/cache"]
+
+    def ready(root):
+        found = list(root.glob("*/checkpoint.pt"))
+        return found and torch.load(found[0], weights_only=True)["loop"]["step"] >= 20
+
+    k, u, _ = kill_resume_and_compare(tmp_path, args, ready)
     assert (k["final_train_loss"], k["val_loss"]) == (u["final_train_loss"], u["val_loss"])
 
 

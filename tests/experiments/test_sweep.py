@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from experiments.sweep.driver import make_plan
-from experiments.sweep.plan import SweepSpec
+from experiments.sweep.spec import SweepSpec
 from experiments.sweep.sweep_dir import SweepDir
 from models import ConfigError
 from tests.experiments.helpers import CONF

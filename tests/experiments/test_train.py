@@ -1,9 +1,6 @@
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +8,7 @@ import pytest
 from experiments.config import ConfigError, from_dict
 from experiments.record import RunDir
 from experiments.train import execute
-from tests.experiments.helpers import TINY, tiny_config
+from tests.experiments.helpers import TINY, kill_resume_and_compare, tiny_config
 
 SUMMARY_FIELDS = [
     "run_id",
@@ -95,38 +92,18 @@ def test_resume_after_step_limit_is_bit_exact(tmp_path, stop):
 
 
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
-    args = [
-        *TINY,
-        *MOE,
-        "budget.flops=2e10",
-        "run.checkpoint_every=20",
-        f"data.cache_dir={tmp_path}/cache",
-    ]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "experiments.train", *args]
-    killed = subprocess.Popen(
-        [*cmd, f"run.root={tmp_path}/k"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    ckpts = []
-    while time.time() < deadline and killed.poll() is None:
-        ckpts = list((tmp_path / "k").glob("*/checkpoint.pt"))
-        progress = list((tmp_path / "k").glob("*/progress.json"))
-        if ckpts and progress and json.loads(progress[0].read_text())["step"] >= 50:
-            break
-        time.sleep(0.05)
-    assert killed.poll() is None, "run finished before it could be killed"
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    run_dir = ckpts[0].parent
-    assert not (run_dir / "summary.json").exists()
-    subprocess.run([*cmd, f"run.root={tmp_path}/k"], env=env, check=True, capture_output=True)
-    subprocess.run([*cmd, f"run.root={tmp_path}/u"], env=env, check=True, capture_output=True)
-    k = json.loads((run_dir / "summary.json").read_text())
-    u = json.loads(next((tmp_path / "u").glob("*/summary.json")).read_text())
+    args = [*TINY, *MOE, "budget.flops=2e10", "run.checkpoint_every=20"]
+    args.append(f"data.cache_dir={tmp_path}/cache")
+
+    def ready(root):
+        progress = list(root.glob("*/progress.json"))
+        return (
+            list(root.glob("*/checkpoint.pt"))
+            and progress
+            and (json.loads(progress[0].read_text()) or {}).get("step", 0) >= 50
+        )
+
+    k, u, run_dir = kill_resume_and_compare(tmp_path, args, ready)
     assert k["run_id"] == u["run_id"]
     assert (k["final_train_loss"], k["val_loss"]) == (u["final_train_loss"], u["val_loss"])
     read = lambda p: [json.loads(x) for x in p.read_text().splitlines()]

@@ -2,6 +2,7 @@ import pytest
 
 from models import ModelConfig, MoEConfig, MoETransformer, account
 from models.accounting import expert_params, flops_per_token
+from tests.models.helpers import small_config
 
 CASES = {
     "dense": MoEConfig(),
@@ -14,16 +15,7 @@ CASES = {
 
 
 def _cfg(moe, tie=False):
-    return ModelConfig(
-        vocab_size=97,
-        d_model=32,
-        n_layers=3,
-        n_heads=2,
-        d_ff=64,
-        seq_len=16,
-        tie_embeddings=tie,
-        moe=moe,
-    )
+    return small_config(moe, vocab_size=97, n_layers=3, seq_len=16, tie_embeddings=tie)
 
 
 @pytest.mark.parametrize("tie", [False, True])

@@ -7,6 +7,7 @@ from models import ModelConfig, MoEConfig, MoETransformer
 from models.backends.common import expert_mlp
 from models.moe import DenseMLP, MoE
 from models.router import count_tokens, load_balancing_loss
+from tests.models.helpers import small_config
 
 
 def _cfg(**moe):
@@ -140,16 +141,7 @@ def test_layer_returns_weighted_aux_losses():
 
 
 def test_model_forward_backward_and_aux():
-    cfg = ModelConfig(
-        vocab_size=50,
-        d_model=32,
-        n_layers=2,
-        n_heads=2,
-        d_ff=64,
-        seq_len=12,
-        moe=MoEConfig(num_experts=4, top_k=2),
-    )
-    model = MoETransformer(cfg)
+    model = MoETransformer(small_config(MoEConfig(num_experts=4, top_k=2)))
     idx = torch.randint(0, 50, (3, 12))
     out = model(idx, idx)
     assert out.logits.shape == (3, 12, 50)
@@ -159,16 +151,7 @@ def test_model_forward_backward_and_aux():
 
 
 def test_causality():
-    cfg = ModelConfig(
-        vocab_size=50,
-        d_model=32,
-        n_layers=2,
-        n_heads=2,
-        d_ff=64,
-        seq_len=12,
-        moe=MoEConfig(num_experts=4, top_k=1),
-    )
-    model = MoETransformer(cfg).eval()
+    model = MoETransformer(small_config(MoEConfig(num_experts=4, top_k=1))).eval()
     idx = torch.randint(0, 50, (1, 12))
     idx2 = idx.clone()
     idx2[0, 8:] = (idx2[0, 8:] + 1) % 50

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from models import ModelConfig, MoEConfig, MoETransformer
+from models import MoEConfig, MoETransformer
 from models.backends.common import sort_by_expert
 from models.router import Router
+from tests.models.helpers import small_config
 
 
 @pytest.mark.parametrize("num_experts", [1, 5, 256, 300, 40000])
@@ -31,16 +32,8 @@ def test_top1_router_picks_what_topk_picks():
 
 def _model(n_layers: int, num_experts: int = 4) -> MoETransformer:
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        vocab_size=64,
-        d_model=32,
-        n_layers=n_layers,
-        n_heads=4,
-        d_ff=48,
-        seq_len=16,
-        moe=MoEConfig(num_experts=num_experts, top_k=min(2, num_experts), backend="torch"),
-    )
-    return MoETransformer(cfg).double()
+    moe = MoEConfig(num_experts=num_experts, top_k=min(2, num_experts), backend="torch")
+    return MoETransformer(small_config(moe, vocab_size=64, n_layers=n_layers, seq_len=16)).double()
 
 
 def test_regions_compute_what_the_eager_model_computes():
