@@ -8,6 +8,8 @@ from analysis.study import NotIdentifiable, study_law
 from analysis.synthetic import TRUE, random_points
 from tests.analysis.synth import TRUE_APPLE
 
+pytestmark = pytest.mark.slow  # trains runs, sweeps, prepares corpora or fits laws
+
 LAW = {"chinchilla": CHINCHILLA, "apple": APPLE, "joint_moe": JOINT_MOE}
 
 

@@ -13,6 +13,8 @@ from analysis.report import build_report
 from analysis.synthetic import random_points
 from tests.analysis.synth import sweep_table
 
+pytestmark = pytest.mark.slow  # trains runs, sweeps, prepares corpora or fits laws
+
 
 def _report(*args, timeout=600):
     return subprocess.run(

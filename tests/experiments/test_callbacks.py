@@ -9,6 +9,8 @@ from experiments.config import ConfigError, from_dict
 from experiments.train import execute
 from tests.experiments.helpers import tiny_config
 
+pytestmark = pytest.mark.slow  # trains runs, sweeps, prepares corpora or fits laws
+
 MOE = ["moe.num_experts=4", "moe.top_k=1", "budget.flops=1e10", "train.eval_every=20"]
 SEEN: list[tuple[str, object]] = []
 

@@ -111,6 +111,7 @@ def test_lr_schedules(schedule):
         assert lrs[-1] == pytest.approx(0.1) and lrs[90] == pytest.approx(1 - 0.9 * 11 / 20)
 
 
+@pytest.mark.slow
 def test_the_same_corpus_at_another_path_is_the_same_run(tmp_path):
     import shutil
 

@@ -19,6 +19,8 @@ from experiments.data.corpus import CorpusSpec, PrepareError, documents, pieces
 from experiments.data.dataset import DataConfig, DataError, corpus_identity, open_dataset
 from tests.experiments.test_data import _corpus_texts, _write_formats
 
+pytestmark = pytest.mark.slow  # trains runs, sweeps, prepares corpora or fits laws
+
 
 def _prepare_cmd(src: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "experiments.prepare", str(src), "--out", str(out), *extra]

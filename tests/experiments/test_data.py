@@ -11,6 +11,8 @@ from experiments.data import shards as builder
 from experiments.data.corpus import CorpusSpec, is_validation
 from experiments.data.dataset import DataConfig, DataError, open_dataset, with_corpus
 
+pytestmark = pytest.mark.slow  # trains runs, sweeps, prepares corpora or fits laws
+
 
 def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()

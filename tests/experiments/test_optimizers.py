@@ -8,6 +8,8 @@ from experiments.trainer import loop
 from experiments.trainer.optim import OPTIMIZERS, lr_at, param_groups, register_optimizer
 from tests.experiments.helpers import tiny_config
 
+pytestmark = pytest.mark.slow  # trains runs, sweeps, prepares corpora or fits laws
+
 MOE = ["moe.num_experts=4", "moe.top_k=1", "budget.flops=1e10", "run.stop_after_steps=3"]
 
 

@@ -41,6 +41,7 @@ def _wait_for_step(run_root: Path, step: int, proc, timeout=120):
 
 # 1. Ctrl-C, SIGTERM and SLURM's USR2 warning save, record "interrupted", exit with one line;
 # a rerun matches.
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2])
 def test_signal_saves_and_resumes_to_the_uninterrupted_result(tmp_path, sig):
     args = [
@@ -101,6 +102,7 @@ def test_wrong_types_fail_with_one_line(tmp_path, override, message):
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_cli_type_error_is_one_line_and_trains_nothing(tmp_path):
     out = subprocess.run(
         [
@@ -120,6 +122,7 @@ def test_cli_type_error_is_one_line_and_trains_nothing(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_data_problems_are_caught_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"no train\.bin"):
         from_dict(tiny_config(tmp_path, "data=bin", f"data.path={tmp_path}", "data.vocab_size=256"))
@@ -142,6 +145,7 @@ def test_data_problems_are_caught_before_training(tmp_path):
 
 
 # 3. "running" comes from the lock, not from a file's age.
+@pytest.mark.slow
 def test_running_is_decided_by_the_lock(tmp_path):
     rd = RunDir(tmp_path / "r")
     rd.create()
@@ -157,6 +161,7 @@ def test_running_is_decided_by_the_lock(tmp_path):
 
 
 # 4. An explicit run.dir of another config is refused, or taken over on request.
+@pytest.mark.slow
 def test_run_dir_of_another_config_is_refused(tmp_path):
     shared = f"run.dir={tmp_path}/shared"
     first = execute(tiny_config(tmp_path, *MOE, shared))
@@ -174,6 +179,7 @@ def test_run_dir_of_another_config_is_refused(tmp_path):
 
 
 # 6. Setup failures are retried on the next run; training failures need retry_failed.
+@pytest.mark.slow
 def test_setup_failure_is_retried_automatically(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
@@ -186,6 +192,7 @@ def test_setup_failure_is_retried_automatically(tmp_path):
     assert execute(tiny_config(tmp_path, *MOE))["status"] == "done"  # same run id, no flag
 
 
+@pytest.mark.slow
 def test_empty_folder_filled_later_is_retried(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -207,6 +214,7 @@ def test_empty_folder_filled_later_is_retried(tmp_path):
 
 
 # 8. One process per run directory; metrics stay complete past a garbage line.
+@pytest.mark.slow
 def test_a_held_run_is_skipped_not_trained_twice(tmp_path):
     cfg = tiny_config(tmp_path, *MOE)
     first = execute(tiny_config(tmp_path, *MOE, "run.stop_after_steps=5"))
@@ -224,6 +232,7 @@ def test_a_held_run_is_skipped_not_trained_twice(tmp_path):
         rd.release()
 
 
+@pytest.mark.slow
 def test_garbage_metrics_line_is_reported_not_used_to_truncate(tmp_path):
     rd = RunDir(tmp_path)
     rd.append_metrics([{"step": 10}, {"step": 20}])
@@ -255,6 +264,7 @@ def test_gpu_slots_are_released_and_spread(tmp_path, monkeypatch):
 
 
 # 10. weights_only checkpoints, safe sweep names.
+@pytest.mark.slow
 def test_checkpoint_loads_with_weights_only(tmp_path):
     first = execute(tiny_config(tmp_path, *MOE, "run.stop_after_steps=5"))
     ckpt = Path(tmp_path) / "runs" / first["run_id"] / "checkpoint.pt"
@@ -317,6 +327,7 @@ def test_a_schedulers_handler_runs_after_the_run_is_saved():
         signal.signal(signal.SIGUSR2, previous)
 
 
+@pytest.mark.slow
 def test_retrying_a_failed_run_keeps_what_it_trained(tmp_path, capsys):
     """retry_failed resumes from the failed run's last checkpoint; the failure is kept."""
     args = (*MOE, "budget.flops=2e10", "run.checkpoint_every=10", "train.nan_at_step=45")

@@ -5,6 +5,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from experiments import config as config_module
@@ -58,6 +59,7 @@ def test_a_field_added_at_its_default_leaves_the_id_unchanged(monkeypatch):
     assert "optim.lr" in config_module.FIRST_IDENTITY_FIELDS
 
 
+@pytest.mark.slow
 def test_config_yaml_is_the_validated_config(tmp_path):
     """config.yaml records the config that ran (a corpus's vocabulary filled in, not Hydra's
     0) and rebuilds it, run id included, from the record alone."""

@@ -14,6 +14,8 @@ import torch
 
 from experiments.record import read_jsonl
 
+pytestmark = pytest.mark.slow  # trains runs, sweeps, prepares corpora or fits laws
+
 ARGS = [
     "data=sotu_bytes",
     "model.d_model=32",

@@ -5,6 +5,8 @@ import pytest
 
 from experiments.benchmarks.scaling import parse_case, steady_rate, table
 
+pytestmark = pytest.mark.slow  # trains runs, sweeps, prepares corpora or fits laws
+
 
 def _rows(tokens_per_step, warmup_s, step_s, steps, every, losses=None):
     """Logged rows of a run whose first 10 steps take warmup_s in all, then step_s each."""

@@ -14,6 +14,8 @@ from experiments.sweep.sweep_dir import run_state
 from experiments.train import RunError, execute
 from tests.experiments.helpers import tiny_config
 
+pytestmark = pytest.mark.slow  # trains runs, sweeps, prepares corpora or fits laws
+
 MOE = ["moe.num_experts=4", "moe.top_k=1", "budget.flops=1e10"]
 
 

@@ -21,6 +21,8 @@ from experiments.trainer.checkpoint import AsyncCheckpointer
 from experiments.trainer.loop import Trainer
 from tests.experiments.helpers import TINY, kill_resume_and_compare, tiny_config
 
+pytestmark = pytest.mark.slow  # trains runs, sweeps, prepares corpora or fits laws
+
 MOE = ["moe.num_experts=4", "moe.top_k=1", "budget.flops=1e10"]
 
 

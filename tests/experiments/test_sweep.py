@@ -87,6 +87,7 @@ def _sweep(tmp_path, *args):
     )
 
 
+@pytest.mark.slow
 def test_micro_sweep_runs_then_second_invocation_trains_nothing(tmp_path):
     first = _sweep(tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -102,6 +103,7 @@ def test_micro_sweep_runs_then_second_invocation_trains_nothing(tmp_path):
     assert status.stdout.startswith("12 runs: 12 done")
 
 
+@pytest.mark.slow
 def test_sweep_keeps_going_past_a_failed_run_and_can_retry_it(tmp_path):
     assert _sweep(tmp_path, "action=plan").returncode == 0
     plan = json.loads((tmp_path / "sw" / "plan.json").read_text())
@@ -118,6 +120,7 @@ def test_sweep_keeps_going_past_a_failed_run_and_can_retry_it(tmp_path):
     assert retried.returncode == 0 and "12 runs: 12 done" in retried.stdout
 
 
+@pytest.mark.slow
 def test_lr_tuning_budget_plans_the_rest_with_fitted_lrs(tmp_path):
     from experiments.sweep.driver import plan_sweep
 
@@ -149,6 +152,7 @@ def test_lr_tuning_budget_plans_the_rest_with_fitted_lrs(tmp_path):
     assert (tmp_path / "lr_rule.json").exists()
 
 
+@pytest.mark.slow
 def test_a_kept_lr_rule_plans_the_same_lrs_on_any_machine(tmp_path, capsys):
     """The LR is part of each run's identity: a refit that differs in the last bits (another
     BLAS or Python) must not rename every finished run, so the kept rule is reused while the
@@ -216,6 +220,7 @@ def test_replicate_groups_that_match_nothing_are_refused(group):
         _spec("micro", replicates={"seeds": [1], "groups": [group]})
 
 
+@pytest.mark.slow
 def test_train_only_some_budgets_now(tmp_path):
     from experiments.sweep.driver import plan_sweep
 

@@ -10,6 +10,8 @@ from experiments.record import RunDir
 from experiments.train import execute
 from tests.experiments.helpers import TINY, kill_resume_and_compare, tiny_config
 
+pytestmark = pytest.mark.slow  # trains runs, sweeps, prepares corpora or fits laws
+
 SUMMARY_FIELDS = [
     "run_id",
     "status",
