@@ -104,9 +104,10 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def test_killed_two_rank_run_resumes(tmp_path):
+def _two_ranks_past_a_checkpoint(tmp_path, extra):
+    """A reference run of one process in ``ref``, and a 2-rank torchrun of the same config in
+    ``k`` (a session of its own), returned once it has checkpointed step 30."""
     _train(tmp_path, "ref")
-    extra = ["budget.flops=1e10", "run.checkpoint_every=10"]
     proc = _train(
         tmp_path,
         "k",
@@ -123,6 +124,12 @@ def test_killed_two_rank_run_resumes(tmp_path):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
+    return proc
+
+
+def test_killed_two_rank_run_resumes(tmp_path):
+    extra = ["budget.flops=1e10", "run.checkpoint_every=10"]
+    proc = _two_ranks_past_a_checkpoint(tmp_path, extra)
     # torch elastic starts each rank in a session of its own, so killing torchrun's process
     # group would orphan the ranks (which then finish the run): kill every descendant
     victims = [proc.pid, *_descendants(proc.pid)]
@@ -267,23 +274,8 @@ def test_slurm_tasks_become_torch_distributed_ranks(monkeypatch):
 def test_a_lost_rank_leaves_a_resumable_run_not_a_failure(tmp_path):
     """SIGKILL of rank 1 alone: rank 0's collective fails. That is an interruption (the rerun
     resumes from the last checkpoint), not a training failure that a retry would restart."""
-    _train(tmp_path, "ref")
     extra = ["budget.flops=1e10", "run.checkpoint_every=10"]
-    proc = _train(
-        tmp_path,
-        "k",
-        *extra,
-        ranks=2,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        found = list((tmp_path / "k").glob("*/checkpoint.pt"))
-        if found and torch.load(found[0], weights_only=True)["loop"]["step"] >= 30:
-            break
-        time.sleep(0.05)
+    proc = _two_ranks_past_a_checkpoint(tmp_path, extra)
     rank1 = [
         pid
         for pid in _descendants(proc.pid)
