@@ -26,7 +26,7 @@ REQUIRED = (
     "params_active",
     "flops_per_token",
 )
-NESTED = ("versions", "time")  # dict fields kept as JSON text so the table stays flat
+NESTED = ("versions", "time", "hardware")  # dict fields kept as JSON text so the table stays flat
 
 
 class TableError(ValueError):

@@ -63,14 +63,50 @@ def git_sha() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """Whether the checkout had uncommitted changes (None: not a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf", "tokenizers", "triton", "megablocks")
+
+
 def versions() -> dict:
+    """Python and the packages a run's result can depend on (those installed)."""
     from importlib.metadata import PackageNotFoundError, version
 
     v = {"python": sys.version.split()[0]}
-    for pkg in ("torch", "numpy", "megablocks"):
-        with contextlib.suppress(PackageNotFoundError):  # megablocks: the normal case on CPU
+    for pkg in PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):  # megablocks, triton: not on CPU hosts
             v[pkg] = version(pkg)
     return v
+
+
+def hardware() -> dict:
+    """The accelerator a run used: GPU model and count, CUDA and NCCL versions ({} on CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    nccl = None
+    with contextlib.suppress(Exception):  # not every build has NCCL
+        nccl = ".".join(map(str, torch.cuda.nccl.version()))
+    return {
+        "gpu": torch.cuda.get_device_name(0),
+        "gpu_count": torch.cuda.device_count(),
+        "cuda": torch.version.cuda,
+        "nccl": nccl,
+    }
 
 
 @dataclass
@@ -95,6 +131,7 @@ class LoopState:
     recent: list = field(default_factory=list)  # last training losses, for final_train_loss
     val_loss: float | None = None
     val_loss_se: float | None = None
+    icl_score: float | None = None
     time: TimeBreakdown = field(default_factory=TimeBreakdown)
 
     def state_dict(self) -> dict:
@@ -173,6 +210,9 @@ class RunSummary:
     final_train_loss: float | None = None
     val_loss: float | None = None
     val_loss_se: float | None = None  # standard error over validation documents
+    icl_score: float | None = (
+        None  # validation loss late minus early in windows (< 0: context helps)
+    )
     val_tokens: int | None = None
     val_documents: int | None = None
     backend: str = ""  # the expert backend that ran (moe.backend=auto resolved)
@@ -186,7 +226,9 @@ class RunSummary:
     time: dict = field(default_factory=dict)  # TimeBreakdown
     data_key: str | None = None
     git_sha: str | None = None
+    git_dirty: bool | None = None  # uncommitted changes in the checkout that ran
     versions: dict = field(default_factory=dict)
+    hardware: dict = field(default_factory=dict)  # GPU model and count, CUDA, NCCL
 
     @classmethod
     def planned(cls, tc, rid: str) -> RunSummary:
@@ -207,6 +249,7 @@ class RunSummary:
             flops_convention=acc.flops_convention,
             backend=tc.model.moe.backend,
             git_sha=git_sha(),
+            git_dirty=git_dirty(),
             versions=versions(),
         )
 

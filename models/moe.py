@@ -27,6 +27,7 @@ class FFNAux:
     load_balance_loss: torch.Tensor  # unweighted (1.0 when perfectly balanced)
     z_loss: torch.Tensor  # unweighted
     tokens_per_expert_E: torch.Tensor | None  # assignment counts, for load statistics
+    router_entropy: torch.Tensor | None = None  # mean over tokens of H(router probs), nats
 
 
 def init_stds(cfg: ModelConfig) -> tuple[float, float]:
@@ -118,6 +119,8 @@ class MoE(nn.Module):
             load_balance_loss=lb.detach(),
             z_loss=z.detach(),
             tokens_per_expert_E=tokens_per_expert_E,
+            # log E when routing is uniform, 0 when every token is sure of its expert
+            router_entropy=torch.special.entr(routing.probs_TE.detach()).sum(-1).mean(),
         )
         return y_TD.view_as(x_BSD), aux
 

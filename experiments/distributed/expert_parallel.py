@@ -53,23 +53,31 @@ def reduce_expert_grads(model, ep, d: Dist) -> None:
             p.grad.div_(d.world)
 
 
-def clip_grad_norm_(model, max_norm: float, ep) -> None:
-    """Global gradient-norm clipping; with experts split over an EP group, each block counts
-    once (its shard's squared norm is summed over the group)."""
-    if ep is None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        return
-    experts = {id(p) for p in _expert_params(model, ep)}
+def clip_grad_norm_(model, max_norm: float, ep) -> torch.Tensor:
+    """The global gradient norm before clipping (a device tensor: nothing waits for it), and
+    the gradients clipped to ``max_norm`` (0: not clipped). With experts split over an EP
+    group, each block counts once (its shard's squared norm is summed over the group)."""
     params = [p for p in model.parameters() if p.grad is not None]
+    if ep is None:
+        if max_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        full = getattr(norm, "full_tensor", None)  # FSDP2: a sharded (DTensor) norm
+        return full() if full else norm
+    experts = {id(p) for p in _expert_params(model, ep)}
     sq = {"shared": params[0].grad.new_zeros((), dtype=torch.float32)}
     sq["sharded"] = sq["shared"].clone()
     for p in params:
         key = "sharded" if id(p) in experts else "shared"
         sq[key] = sq[key] + p.grad.float().pow(2).sum()
     dist.all_reduce(sq["sharded"], group=ep.group)
-    scale = torch.clamp(max_norm / ((sq["shared"] + sq["sharded"]).sqrt() + 1e-6), max=1.0)
-    for p in params:
-        p.grad.mul_(scale.to(p.grad.dtype))
+    norm = (sq["shared"] + sq["sharded"]).sqrt()
+    if max_norm > 0:
+        scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        for p in params:
+            p.grad.mul_(scale.to(p.grad.dtype))
+    return norm
 
 
 def gather_experts(state: dict, names: list[str], ep) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -55,6 +56,22 @@ def clustered_mean(values: np.ndarray, clusters: np.ndarray) -> tuple[float, flo
     return mean, math.sqrt(var), g
 
 
+def icl_positions(seq_len: int) -> tuple[slice, slice]:
+    """(early, late) positions of a window for the in-context-learning score: the first
+    eighth after the very start, and the last eighth (Olsson et al. 2022 compare the 50th and
+    500th tokens of 512)."""
+    early = slice(max(1, seq_len // 16), max(2, seq_len // 8))
+    return early, slice(seq_len - max(1, seq_len // 8), seq_len)
+
+
+@dataclass
+class Evaluation:
+    loss: float  # mean over windows
+    loss_se: float | None  # standard error over documents
+    documents: int
+    icl_score: float  # mean loss at late positions minus early ones: < 0 when context helps
+
+
 @torch.no_grad()
 def evaluate(
     model,
@@ -63,13 +80,14 @@ def evaluate(
     batch: int,
     device: torch.device,
     d: dist_.Dist,
-) -> tuple[float, float | None, int]:
-    """(mean loss, standard error over documents, documents) on the validation windows; each
-    rank evaluates every world-th window and the per-window losses are summed over ranks."""
+) -> Evaluation:
+    """The validation loss and in-context score on the validation windows; each rank
+    evaluates every world-th window and the per-window losses are summed over ranks."""
     was_training = model.training
     model.eval()
     n = len(windows_NS1)
     losses_N = torch.zeros(n, device=device)
+    by_position_S = torch.zeros(windows_NS1.shape[1] - 1, device=device)
     # Every rank runs the same number of forwards (FSDP gathers weights in each): where n does
     # not divide evenly the last ranks repeat a window, and only first copies count.
     mine = torch.arange(d.rank, -(-n // d.world) * d.world, d.world)
@@ -80,22 +98,31 @@ def evaluate(
         nll = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2), chunk[:, 1:], reduction="none"
         )
-        real = idx < n
-        losses_N[idx[real].to(device)] = nll.mean(dim=1)[real.to(device)]
+        real = (idx < n).to(device)
+        losses_N[idx.to(device)[real]] = nll.mean(dim=1)[real]
+        by_position_S += nll[real].sum(dim=0)
     dist_.all_reduce_(losses_N, d)
+    dist_.all_reduce_(by_position_S, d)
     model.train(was_training)
-    return clustered_mean(losses_N.double().cpu().numpy(), docs_N)
+    mean, se, documents = clustered_mean(losses_N.double().cpu().numpy(), docs_N)
+    early, late = icl_positions(len(by_position_S))
+    per_position = by_position_S.double().cpu() / n
+    icl = float(per_position[late].mean() - per_position[early].mean())
+    return Evaluation(mean, se, documents, icl)
 
 
 def load_stats(aux_list, d: dist_.Dist) -> dict:
     """Per layer: the most loaded expert and the spread of loads (relative to the mean), from
-    the last step's assignments summed over every rank."""
-    counts = [a.tokens_per_expert_E for a in (aux_list or []) if a.tokens_per_expert_E is not None]
-    if not counts:
+    the last step's assignments summed over every rank, and the router's entropy (nats, mean
+    over ranks; log E is uniform routing)."""
+    aux = [a for a in (aux_list or []) if a.tokens_per_expert_E is not None]
+    if not aux:
         return {}
-    total = dist_.all_reduce_(torch.stack(counts).float(), d)
+    total = dist_.all_reduce_(torch.stack([a.tokens_per_expert_E for a in aux]).float(), d)
     loads = (total / total.mean(dim=1, keepdim=True)).cpu()
+    entropy = dist_.all_reduce_(torch.stack([a.router_entropy for a in aux]).float(), d)
     return {
         "expert_load_max": [round(x, 4) for x in loads.max(dim=1).values.tolist()],
         "expert_load_cv": [round(x, 4) for x in loads.std(dim=1, unbiased=False).tolist()],
+        "router_entropy": [round(x / d.world, 4) for x in entropy.tolist()],
     }

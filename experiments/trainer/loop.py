@@ -22,7 +22,7 @@ from experiments.data.dataset import Dataset
 from experiments.distributed import expert_parallel as ep_
 from experiments.distributed import ranks as dist_
 from experiments.distributed.devices import peak_flops
-from experiments.record import LoopState, RunDir, RunSummary
+from experiments.record import LoopState, RunDir, RunSummary, hardware
 from experiments.trainer.callbacks import Callbacks
 from experiments.trainer.checkpoint import (
     AsyncCheckpointer,
@@ -120,6 +120,7 @@ class Trainer:
         self.last_read: tuple[float, float] | None = None  # (loss, aux) of the latest read step
         self.last_aux = None
         self.checkpointed_step = 0  # the step the latest checkpoint holds (0: none)
+        self.grad_norm = torch.zeros(())  # the latest step's, before clipping (on the device)
         self.callbacks = Callbacks(tc.run.callbacks)
         self.post_step = post_optimizer_step_hooks(self.model)
         self.setup_s = time.perf_counter() - t0
@@ -199,8 +200,7 @@ class Trainer:
             loss = loss * float("nan")
         (loss + out.aux_loss).backward()
         ep_.reduce_expert_grads(self.model, self.ep, self.d)
-        if tc.optim.grad_clip > 0:
-            ep_.clip_grad_norm_(self.model, tc.optim.grad_clip, self.ep)
+        self.grad_norm = ep_.clip_grad_norm_(self.model, tc.optim.grad_clip, self.ep)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         for hook in self.post_step:  # modules whose state follows the optimiser step
@@ -246,12 +246,14 @@ class Trainer:
         # Eager: compiled regions would compile (and capture) a second, inference-only graph
         # for a few forward passes.
         with torch.compiler.set_stance("force_eager"):
-            st.val_loss, st.val_loss_se, _ = evaluate(
+            ev = evaluate(
                 self.model, self.val, self.val_docs, self.batches.local, self.device, self.d
             )
+        st.val_loss, st.val_loss_se, st.icl_score = ev.loss, ev.loss_se, ev.icl_score
         st.time.eval_s += time.perf_counter() - t0
         if self.d.is_main:
-            self.callbacks.eval(self, {"val_loss": st.val_loss, "val_loss_se": st.val_loss_se})
+            values = {"val_loss": ev.loss, "val_loss_se": ev.loss_se, "icl_score": ev.icl_score}
+            self.callbacks.eval(self, values)
 
     def _decide(self, step: int, interrupts: Interrupts, since_ckpt: float) -> tuple[bool, bool]:
         """(stop, checkpoint now): local choices alone, or agreed over ranks every few steps."""
@@ -356,6 +358,9 @@ class Trainer:
             "train_loss": loss,
             "aux_loss": aux_loss,
             "val_loss": st.val_loss,
+            "icl_score": st.icl_score,
+            "grad_norm": float(self.grad_norm),  # before clipping
+            "clipped": bool(0 < tc.optim.grad_clip < float(self.grad_norm)),
             "tokens_per_s": rate,
         } | loads
         self.callbacks.log(self, row | self.callbacks.values(self, step))
@@ -381,6 +386,7 @@ class Trainer:
             final_train_loss=float(np.mean(st.recent)) if st.recent else None,
             val_loss=st.val_loss,
             val_loss_se=st.val_loss_se,
+            icl_score=st.icl_score,
             val_tokens=len(self.val) * tc.model.seq_len,
             val_documents=len(np.unique(self.val_docs)),
             backend=self.backend,
@@ -397,4 +403,5 @@ class Trainer:
                 else None
             ),
             data_key=self.data.key,
+            hardware=hardware(),
         )
