@@ -100,6 +100,9 @@ class LoopConfig(Typed):
 
     batch_size: int = 16
     """Sequences per optimiser step, over all data-parallel ranks together."""
+    micro_batch_size: int | None = None
+    """Sequences per forward pass on each rank; the step accumulates the gradients of
+    (batch_size / ranks) / micro_batch_size of them. None: the whole rank's batch at once."""
     eval_tokens: int = 16384
     """Tokens of the fixed validation sample (windows spread over every validation document)."""
     eval_every: int = field(default=0, metadata=LOGISTICS)
@@ -122,6 +125,12 @@ class LoopConfig(Typed):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        micro = self.micro_batch_size
+        check(
+            micro is None or (micro >= 1 and self.batch_size % micro == 0),
+            "train.micro_batch_size",
+            f"{micro} must be >= 1 and divide train.batch_size={self.batch_size}",
+        )
         check(self.eval_tokens >= 1, "train.eval_tokens", "must be >= 1")
         check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
         check(self.divergence_factor > 1, "train.divergence_factor", "must be > 1")

@@ -129,6 +129,13 @@ def _execute(tc: TrainConfig, d: dist_.Dist) -> dict:
     from experiments.trainer.loop import Trainer, TrainingFailed
     from models.backends import BackendUnavailable
 
+    local = tc.train.batch_size // d.world
+    micro = tc.train.micro_batch_size
+    if micro and local % micro:
+        raise ConfigError(
+            f"train.micro_batch_size={micro} does not divide the {local} sequences each of "
+            f"the {d.world} ranks takes per step"
+        )
     if tc.train.batch_size % d.world:
         raise ConfigError(
             f"train.batch_size={tc.train.batch_size} is not divisible by the "

@@ -9,7 +9,9 @@ alone writes the run record. Without those launchers everything here is a no-op 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -134,6 +136,27 @@ def wrap(model: torch.nn.Module, d: Dist, strategy: str, device: torch.device):
     if ignored:
         DDP._set_params_and_buffers_to_ignore_for_model(model, ignored)
     return DDP(model, device_ids=ids)
+
+
+@contextlib.contextmanager
+def gradient_sync(wrapped: torch.nn.Module, sync: bool) -> Iterator[None]:
+    """Accumulating micro-batches: no gradient all-reduce (DDP) or reduce-scatter (FSDP2)
+    until the last one, whose backward synchronises the sum."""
+    if sync:
+        yield
+        return
+    if hasattr(wrapped, "no_sync"):  # DDP
+        with wrapped.no_sync():
+            yield
+        return
+    if hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2
+        wrapped.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            wrapped.set_requires_gradient_sync(True)
+        return
+    yield  # one process: nothing to synchronise
 
 
 # What a collective raises when another rank is gone (killed, pre-empted, its host lost).

@@ -13,7 +13,6 @@ import math
 import time
 from dataclasses import replace
 
-import numpy as np
 import torch
 
 from experiments.config import TrainConfig
@@ -21,8 +20,7 @@ from experiments.data.batches import Batches
 from experiments.data.dataset import Dataset
 from experiments.distributed import expert_parallel as ep_
 from experiments.distributed import ranks as dist_
-from experiments.distributed.devices import peak_flops
-from experiments.record import LoopState, RunDir, RunSummary, hardware
+from experiments.record import LoopState, RunDir, RunSummary
 from experiments.trainer.callbacks import Callbacks
 from experiments.trainer.checkpoint import (
     AsyncCheckpointer,
@@ -36,6 +34,7 @@ from experiments.trainer.compile import compile_plan
 from experiments.trainer.evaluation import autocast, evaluate, load_stats, validation_windows
 from experiments.trainer.interrupts import Interrupted, Interrupts
 from experiments.trainer.optim import build_optimizer, lr_at
+from experiments.trainer.summary import summarize
 from models import MoETransformer, account
 from models.backends import resolve_backend
 from models.transformer import post_optimizer_step_hooks
@@ -193,12 +192,24 @@ class Trainer:
         lr = lr_at(step, self.total, tc.optim)
         for group in self.opt.param_groups:
             group["lr"] = lr * group.get("lr_multiplier", 1.0)
-        with autocast(self.device):
-            out = self.step_fn(x, y)
-        loss = out.loss
-        if tc.train.nan_at_step is not None and step == tc.train.nan_at_step:
-            loss = loss * float("nan")
-        (loss + out.aux_loss).backward()
+        micro = tc.train.micro_batch_size or len(x)
+        starts = range(0, len(x), micro)  # equal micro-batches: their mean is the batch's
+        loss_sum = aux_sum = None
+        for i, start in enumerate(starts):
+            if self.graphs and i:  # a CUDA-graph tree replays once per micro-batch
+                torch.compiler.cudagraph_mark_step_begin()
+            with dist_.gradient_sync(self.step_fn, sync=i == len(starts) - 1):
+                with autocast(self.device):
+                    out = self.step_fn(x[start : start + micro], y[start : start + micro])
+                loss = out.loss
+                if tc.train.nan_at_step is not None and step == tc.train.nan_at_step:
+                    loss = loss * float("nan")
+                ((loss + out.aux_loss) / len(starts)).backward()
+            # first: a copy (a CUDA-graph replay overwrites its outputs at the next micro-batch)
+            loss_sum = loss.detach().clone() if loss_sum is None else loss_sum + loss.detach()
+            aux = out.aux_loss.detach()
+            aux_sum = aux.clone() if aux_sum is None else aux_sum + aux
+        loss, aux = loss_sum / len(starts), aux_sum / len(starts)
         ep_.reduce_expert_grads(self.model, self.ep, self.d)
         self.grad_norm = ep_.clip_grad_norm_(self.model, tc.optim.grad_clip, self.ep)
         self.opt.step()
@@ -207,7 +218,7 @@ class Trainer:
             hook()
         self.callbacks.step_end(self, step)
         # Copies: a CUDA-graph replay reuses its output buffers at the next step.
-        self.pending.append((step, loss.detach().clone(), out.aux_loss.detach().clone()))
+        self.pending.append((step, loss.clone(), aux.clone()))
         self.last_aux = out.aux
 
     def flush(self) -> tuple[float, float] | None:
@@ -366,42 +377,4 @@ class Trainer:
         self.callbacks.log(self, row | self.callbacks.values(self, step))
 
     def summary(self, status: str, reason: str | None) -> RunSummary:
-        tc, st = self.tc, self.state
-        tokens = st.step * tc.tokens_per_step
-        wall = st.wall_time_s
-        rate = tokens / wall if wall > 0 else None
-        peak = peak_flops(self.device, tc.run.peak_flops)
-        t = st.time
-        t.train_s = max(0.0, wall - t.warmup_s - t.eval_s - t.checkpoint_s - t.data_s)
-        t.setup_s = self.setup_s
-        return replace(
-            RunSummary.planned(tc, self.rid),
-            status=status,
-            reason=reason,
-            steps=st.step,
-            flops=tokens * tc.flops_per_token,
-            tokens=tokens,
-            epochs=tokens / max(self.data.unique_train_tokens, 1),
-            unique_train_tokens=self.data.unique_train_tokens,
-            final_train_loss=float(np.mean(st.recent)) if st.recent else None,
-            val_loss=st.val_loss,
-            val_loss_se=st.val_loss_se,
-            icl_score=st.icl_score,
-            val_tokens=len(self.val) * tc.model.seq_len,
-            val_documents=len(np.unique(self.val_docs)),
-            backend=self.backend,
-            device=str(self.device),
-            world_size=self.d.world,
-            compile=self.compiled,
-            wall_time_s=wall,
-            tokens_per_s=rate,
-            mfu=(rate * tc.flops_per_token / (peak * self.d.world)) if (rate and peak) else None,
-            time=vars(t).copy(),
-            peak_memory_gb=(
-                torch.cuda.max_memory_allocated(self.device) / 2**30
-                if self.device.type == "cuda"
-                else None
-            ),
-            data_key=self.data.key,
-            hardware=hardware(),
-        )
+        return summarize(self, status, reason)
