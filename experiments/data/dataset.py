@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import lzma
 import os
 import shutil
 import tempfile
@@ -27,7 +26,8 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from experiments.files import atomic_writer, exclusive_lock, read_json
+from experiments.data.bin_shards import ShardError, header_tokens, materialise, split_files
+from experiments.files import exclusive_lock, read_json
 from models.typed import LOGISTICS, Typed
 
 Source = Literal["sotu", "text", "bin"]
@@ -41,11 +41,8 @@ class DataError(ValueError):
     """The data configuration cannot work; the message says why."""
 
 
-def _shard(directory: Path, split: str) -> Path | None:
-    for name in (f"{split}.bin", f"{split}.bin.xz"):
-        if (directory / name).exists():
-            return directory / name
-    return None
+def _shards(directory: Path, split: str) -> list[Path]:
+    return split_files(directory, split)
 
 
 @dataclass
@@ -119,14 +116,6 @@ class Dataset:
 # ---- reading a tokenized directory --------------------------------------------------------
 
 
-def _decompress(src: Path, dst: Path) -> None:
-    try:
-        with lzma.open(src, "rb") as f, atomic_writer(dst) as out:
-            shutil.copyfileobj(f, out, 16 << 20)
-    except (lzma.LZMAError, EOFError) as e:
-        raise DataError(f"{src}: damaged or truncated .xz file ({e})") from None
-
-
 def read_tokenized(
     directory: Path, vocab_size: int | None, source: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -181,11 +170,16 @@ def with_corpus(cfg: DataConfig) -> DataConfig:
             raise DataError(f"data.tokenizer_file: {cfg.tokenizer_file} does not exist")
         return cfg
     for split in ("train", "val"):
-        if _shard(root, split) is None:
+        if not _shards(root, split):
             raise DataError(
-                f"data.path: {root} has no {split}.bin or {split}.bin.xz "
+                f"data.path: {root} has no {split}.bin, {split}.bin.xz or *{split}*.bin shards "
                 "(make one with python -m experiments.prepare)"
             )
+        try:  # an llm.c header that cannot be honoured: say so before anything runs
+            for path in _shards(root, split):
+                header_tokens(path)
+        except ShardError as e:
+            raise DataError(str(e)) from None
     known = corpus_meta(root).get("vocab_size")
     if cfg.vocab_size == 0:
         if known is None:
@@ -210,11 +204,10 @@ def _identity(cfg: DataConfig) -> str:
         return "sotu"  # the embedded corpus: part of the code's version
     root = Path(cfg.path).expanduser()
     if cfg.source == "bin":  # the key it was prepared under; nanoGPT shards: their sizes
+        sizes = [[p.name, p.stat().st_size] for s in ("train", "val") for p in _shards(root, s)]
         return (
             corpus_meta(root).get("key")
-            or hashlib.sha256(
-                json.dumps([_shard(root, s).stat().st_size for s in ("train", "val")]).encode()
-            ).hexdigest()[:16]
+            or hashlib.sha256(json.dumps(sizes).encode()).hexdigest()[:16]
         )
     from experiments.data.corpus import PrepareError, corpus_key, source_fingerprint, spec_for
 
@@ -245,20 +238,22 @@ def _bin_cache_entry(cfg: DataConfig) -> str:
     src = Path(cfg.path).expanduser().resolve()
     parts = [str(src)]
     for split in ("train", "val"):
-        st = _shard(src, split).stat()
-        parts.append(f"{split}:{st.st_size}:{st.st_mtime_ns}")
+        for path in _shards(src, split):
+            st = path.stat()
+            parts.append(f"{split}:{path.name}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256(json.dumps([*parts, cfg.vocab_size]).encode()).hexdigest()[:16]
 
 
 def _materialise_bin(cfg: DataConfig, out: Path) -> None:
-    """Link (or decompress) a tokenized directory's files into the cache entry ``out``."""
+    """Link (or unpack, or concatenate) a tokenized directory's shards into the cache entry
+    ``out``: one flat file a split (experiments/data/bin_shards.py)."""
     src = Path(cfg.path).expanduser().resolve()
+    dtype = corpus_meta(src).get("dtype", "uint16")
     for split in ("train", "val"):
-        shard = _shard(src, split)
-        if shard.suffix == ".xz":
-            _decompress(shard, out / f"{split}.bin")
-        else:
-            os.symlink(shard, out / f"{split}.bin")
+        try:
+            materialise(_shards(src, split), out / f"{split}.bin", dtype)
+        except ShardError as e:
+            raise DataError(str(e)) from None
     for name in ("meta.json", "val_docs.npy", "tokenizer.json"):
         if (src / name).exists():
             shutil.copy(src / name, out / name)
