@@ -46,6 +46,10 @@ class MoEConfig(Typed):
     """Weight of the Switch load-balancing loss (1.0 at perfectly uniform routing)."""
     z_loss_coef: float = 0.001
     """Weight of the router z-loss (ST-MoE)."""
+    load_balance_scope: Literal["rank", "global"] = "rank"
+    """Which tokens the load-balancing loss counts: each rank's own (rank), or every rank's
+    (global: one all-reduce of the expert counts a layer, so N ranks train what one process
+    would; Megatron's global_aux_loss)."""
     backend: Backend = "auto"
     """Expert computation: auto (native on CUDA, torch elsewhere), torch, native, megablocks."""
     expert_parallel: int = field(default=1, metadata=LOGISTICS)

@@ -84,6 +84,9 @@ class MoE(nn.Module):
         self._compute = partial(ep_experts, ep=ep) if ep else self._experts
         self.load_balance_coef = moe.load_balance_coef
         self.z_loss_coef = moe.z_loss_coef
+        # moe.load_balance_scope=global under several ranks: the trainer sets the group whose
+        # expert counts the load-balancing loss sums (None: this rank's tokens alone).
+        self.balance_group = None
         self.reset_parameters(children=False)
 
     def reset_parameters(self, children: bool = True) -> None:
@@ -112,7 +115,11 @@ class MoE(nn.Module):
         )
         if self.shared is not None:
             y_TD = y_TD + self.shared(x_TD)[0]
-        lb = load_balancing_loss(routing.probs_TE, tokens_per_expert_E)
+        counts_E = tokens_per_expert_E
+        if self.balance_group is not None:  # the fraction routed to each expert, over all ranks
+            counts_E = tokens_per_expert_E.clone()
+            torch.distributed.all_reduce(counts_E, group=self.balance_group)
+        lb = load_balancing_loss(routing.probs_TE, counts_E)
         z = router_z_loss(routing.logits_TE)
         aux = FFNAux(
             aux_loss=self.load_balance_coef * lb + self.z_loss_coef * z,

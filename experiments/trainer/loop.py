@@ -37,6 +37,7 @@ from experiments.trainer.optim import build_optimizer, lr_at
 from experiments.trainer.summary import summarize
 from models import MoETransformer, account
 from models.backends import resolve_backend
+from models.moe import MoE
 from models.transformer import post_optimizer_step_hooks
 
 WARMUP_STEPS = 3  # steps timed as warm-up (compilation, autotuning, allocator growth)
@@ -71,6 +72,10 @@ class Trainer:
         with torch.device(device if self.d.world == 1 else "cpu"):
             self.model = MoETransformer(cfg, self.ep)
         self.model.to(device)
+        if tc.model.moe.load_balance_scope == "global" and self.d.world > 1:
+            for module in self.model.modules():
+                if isinstance(module, MoE):
+                    module.balance_group = torch.distributed.group.WORLD
         if device.type == "cuda":  # a sweep's worker trains run after run: this run's peak
             torch.cuda.reset_peak_memory_stats(device)
         self.setup_parts = {"model_s": time.perf_counter() - t0}

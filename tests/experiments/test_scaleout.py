@@ -289,3 +289,14 @@ def test_a_lost_rank_leaves_a_resumable_run_not_a_failure(tmp_path):
     _train(tmp_path, "k", *extra, ranks=2)
     k, ref = _summary(tmp_path, "k"), _summary(tmp_path, "ref")
     assert k["status"] == "done" and abs(k["val_loss"] - ref["val_loss"]) < 1e-4
+
+
+def test_a_global_load_balance_makes_two_ranks_train_what_one_process_does(tmp_path):
+    """moe.load_balance_scope=global: the Switch loss counts every rank's tokens, so a 2-rank
+    MoE run follows the 1-process curve as closely as dense DDP does (per-rank: it drifts)."""
+    moe = [*MOE, "moe.load_balance_scope=global"]
+    _train(tmp_path, "one", *moe)
+    _train(tmp_path, "two", *moe, ranks=2)
+    one, two = _losses(tmp_path, "one"), _losses(tmp_path, "two")
+    assert len(one) == len(two) and max(abs(a - b) for a, b in zip(one, two)) < 1e-4
+    assert abs(_summary(tmp_path, "one")["val_loss"] - _summary(tmp_path, "two")["val_loss"]) < 1e-4
