@@ -175,6 +175,9 @@ class RunConfig(Typed):
     callbacks: list[str] = field(default_factory=lambda: ["metrics", "console"])
     """What the training loop calls (experiments/trainer/callbacks.py): metrics (metrics.jsonl),
     console (the progress line), or package.module:ClassName for one of your own."""
+    trackers: list[str] = field(default_factory=list)
+    """Live trackers fed the metrics rows (experiments/trainer/trackers.py): tensorboard,
+    wandb (offline unless WANDB_API_KEY or WANDB_MODE says otherwise). Never fail a run."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -191,6 +194,8 @@ class RunConfig(Typed):
 
         wrong = check_names(self.callbacks)
         check(wrong is None, "run.callbacks", wrong or "")
+        wrong = check_names(self.trackers, trackers=True)
+        check(wrong is None, "run.trackers", wrong or "")
 
 
 @dataclass

@@ -88,8 +88,11 @@ class Console(Callback):
         )
 
 
-def check_names(names: list[str]) -> str | None:
-    """What is wrong with ``run.callbacks`` (one line), or None."""
+def check_names(names: list[str], trackers: bool = False) -> str | None:
+    """What is wrong with ``run.callbacks`` (or, ``trackers``, ``run.trackers``): one line."""
+    if trackers:
+        wrong = [n for n in names if n not in ("tensorboard", "wandb")]
+        return f"unknown tracker(s) {wrong}; known: tensorboard, wandb" if wrong else None
     for name in names:
         if name not in BUILT_IN and ":" not in name:
             return (
@@ -104,6 +107,10 @@ def _load(name: str) -> Callback:
         return MetricsFile()
     if name == "console":
         return Console()
+    if name in ("tensorboard", "wandb"):  # run.trackers; their libraries load when first used
+        from experiments.trainer import trackers
+
+        return trackers.TensorBoard() if name == "tensorboard" else trackers.WandB()
     module, _, cls = name.partition(":")
     try:
         return getattr(importlib.import_module(module), cls)()

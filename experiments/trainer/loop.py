@@ -125,7 +125,7 @@ class Trainer:
         self.last_aux = None
         self.checkpointed_step = 0  # the step the latest checkpoint holds (0: none)
         self.grad_norm = torch.zeros(())  # the latest step's, before clipping (on the device)
-        self.callbacks = Callbacks(tc.run.callbacks)
+        self.callbacks = Callbacks(tc.run.callbacks + tc.run.trackers)
         self.post_step = post_optimizer_step_hooks(self.model)
         self.setup_s = time.perf_counter() - t0
 
