@@ -77,13 +77,14 @@ def _deterministic(rows):
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
 
 
-# 47: the resumed run's warm-up read (3 steps in) lands on a log step (log_every 10)
-@pytest.mark.parametrize("stop", [50, 47])
-def test_resume_after_step_limit_is_bit_exact(tmp_path, stop):
-    full = execute(tiny_config(tmp_path / "a", *MOE))
-    first = execute(tiny_config(tmp_path / "b", *MOE, f"run.stop_after_steps={stop}"))
+# 47: the resumed run's warm-up read (3 steps in) lands on a log step (log_every 10);
+# accumulating micro-batches resumes bit-exactly too
+@pytest.mark.parametrize("stop,more", [(50, []), (47, []), (50, ["train.micro_batch_size=2"])])
+def test_resume_after_step_limit_is_bit_exact(tmp_path, stop, more):
+    full = execute(tiny_config(tmp_path / "a", *MOE, *more))
+    first = execute(tiny_config(tmp_path / "b", *MOE, *more, f"run.stop_after_steps={stop}"))
     assert first["status"] == "interrupted" and first["steps"] == stop
-    resumed = execute(tiny_config(tmp_path / "b", *MOE))
+    resumed = execute(tiny_config(tmp_path / "b", *MOE, *more))
     assert resumed["status"] == "done"
     assert resumed["final_train_loss"] == full["final_train_loss"]
     assert resumed["val_loss"] == full["val_loss"]
