@@ -28,17 +28,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.effects import sparsity_effects
 from analysis.fit import percentile_interval, rng_for
+from analysis.noise import Noise, budget_noise, lack_of_fit, replicate_noise, residual_noise
 
 MIN_SIZES = 3
-MIN_OWN_DF = 3  # replicate degrees of freedom a budget needs for a noise of its own
-
-
-@dataclass
-class Noise:
-    sigma: float
-    df: int
-    source: str  # "replicates" | "residuals"
 
 
 @dataclass
@@ -47,6 +41,7 @@ class Group:
     C: float  # its budget under the chosen FLOPs convention
     sparsity: float
     runs: pd.DataFrame
+    degree: int = 2  # 3 where the parabola fails its lack-of-fit test
     x: np.ndarray = field(init=False)  # log N_total of each run
     xa: np.ndarray = field(init=False)  # log N_active
     y: np.ndarray = field(init=False)  # loss
@@ -68,19 +63,25 @@ class Group:
         return xs, np.array([self.y[self.x == v].mean() for v in xs])
 
 
-def design_map(x: np.ndarray) -> np.ndarray:
-    """P with coef = P @ y for the least-squares parabola [c2, c1, c0] through (x, y)."""
-    X = np.column_stack([x**2, x, np.ones_like(x)])
+def design_map(x: np.ndarray, degree: int = 2) -> np.ndarray:
+    """P with coef = P @ y for the least-squares polynomial [c_d, ..., c_0] through (x, y): the
+    parabola (degree 2), or the cubic a group whose parabola fails its lack-of-fit test gets."""
+    X = np.column_stack([x**k for k in range(degree, -1, -1)])
     return np.linalg.pinv(X)
 
 
 def fitted(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    return coef[..., 0, None] * x**2 + coef[..., 1, None] * x + coef[..., 2, None]
+    degree = coef.shape[-1] - 1
+    return sum(coef[..., degree - k, None] * x**k for k in range(degree + 1))
 
 
 def vertex(coef: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    """(x*, L*) of parabolas coef (..., 3). Concave ones have no minimum: x* = +inf where the
-    losses fall towards large N, -inf otherwise, and L* is the lowest value on [lo, hi]."""
+    """(x*, L*) of polynomials coef (..., 3) or (..., 4): the parabola's vertex, or the cubic's
+    local minimum. A curve with no minimum (a concave parabola, a cubic without a local
+    minimum) has x* = +inf where the losses fall towards large N, -inf otherwise, and L* is the
+    lowest value on [lo, hi]."""
+    if coef.shape[-1] == 4:
+        return _cubic_minimum(coef, lo, hi)
     c2, c1, c0 = coef[..., 0], coef[..., 1], coef[..., 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         x = -c1 / (2 * c2)
@@ -94,6 +95,22 @@ def vertex(coef: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarr
         np.where(convex, x, np.where(falling, np.inf, -np.inf)),
         np.where(convex, lstar, edge_value),
     )
+
+
+def _cubic_minimum(coef: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    a, b, c = coef[..., 0], coef[..., 1], coef[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disc = 4 * b * b - 12 * a * c
+        root = np.sqrt(np.where(disc >= 0, disc, np.nan))
+        # the root of 3a x^2 + 2b x + c where the curvature 6a x + 2b is positive
+        x = np.where(a != 0, (-2 * b + root) / (6 * a), -c / (2 * b))
+    has_min = np.isfinite(x) & ((a != 0) | (b > 0))
+    mid = (lo + hi) / 2
+    slope_mid = 3 * a * mid**2 + 2 * b * mid + c
+    edge = np.where(slope_mid < 0, hi, lo)
+    at = np.where(has_min, x, edge)
+    value = a * at**3 + b * at**2 + c * at + coef[..., 3]
+    return np.where(has_min, x, np.where(slope_mid < 0, np.inf, -np.inf)), value
 
 
 def bracket(g: Group) -> tuple[bool, str | None]:
@@ -114,45 +131,6 @@ def bracket(g: Group) -> tuple[bool, str | None]:
     return True, None
 
 
-def _replicate_ss(groups: list[Group]) -> tuple[float, float]:
-    """Sum of squares about each (group, size) mean over its seeds, and its degrees of freedom."""
-    ss = df = 0.0
-    for g in groups:
-        for v in g.sizes:
-            cell = g.y[g.x == v]
-            if len(cell) > 1:
-                ss, df = ss + ((cell - cell.mean()) ** 2).sum(), df + len(cell) - 1
-    return ss, df
-
-
-def noise_by_budget(groups: list[Group], pooled: Noise) -> dict[float, Noise]:
-    """Each budget's own replicate noise where it has MIN_OWN_DF degrees of freedom, else the
-    pooled estimate."""
-    out = {}
-    for b in sorted({g.budget for g in groups}):
-        ss, df = _replicate_ss([g for g in groups if g.budget == b])
-        own = MIN_OWN_DF <= df < pooled.df  # all replicates at one budget: the pooled estimate
-        out[b] = Noise(float(np.sqrt(ss / df)), int(df), "replicates") if own else pooled
-    return out
-
-
-def estimate_noise(groups: list[Group]) -> tuple[Noise | None, str | None]:
-    ss, df = _replicate_ss(groups)
-    if df >= 1:
-        return Noise(float(np.sqrt(ss / df)), int(df), "replicates"), None
-    for g in groups:
-        if len(g.sizes) > MIN_SIZES:
-            resid = g.y - fitted(g.x, design_map(g.x) @ g.y)
-            ss, df = ss + (resid**2).sum(), df + len(g.y) - MIN_SIZES
-    if df >= 1:
-        return Noise(float(np.sqrt(ss / df)), int(df), "residuals"), None
-    return None, (
-        "no replicate runs (seeds) and no group with more than 3 sizes: the noise of "
-        "a loss cannot be estimated, so no interval is given; add a second seed at a "
-        "few points or a fourth size per group"
-    )
-
-
 def _interp_log(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """log-log interpolation of ys(xs) at x (linear extrapolation in logs outside)."""
     order = np.argsort(xs)
@@ -169,23 +147,28 @@ def _interp_log(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 @dataclass
 class IsoflopResult:
     groups: list[dict]
-    noise: Noise | None
+    noise: Noise | None  # the replicate noise pooled over budgets that are not transition-dominated
     no_interval_reason: str | None
     slopes: dict
     scaling: dict
     skipped: str | None = None
-    noise_by_budget: dict = field(default_factory=dict)  # budget -> Noise used there
+    noise_by_budget: dict = field(default_factory=dict)  # budget -> BudgetNoise
+    effects: dict = field(default_factory=dict)  # budget -> the sparsity effect (analysis/effects)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.groups)
 
 
 def _fit_all(groups, ys):
-    """Point fits of every group for losses ys (list of arrays, or (B, n) replicates)."""
+    """Fits of every group (its own curve: parabola or cubic) for losses ys (list of arrays, or
+    (B, n) replicates; None: no fit)."""
     out = []
     for g, y in zip(groups, ys):
-        coef = (design_map(g.x) @ np.asarray(y).T).T
-        coef_a = (design_map(g.xa) @ np.asarray(y).T).T
+        if y is None:
+            out.append(None)
+            continue
+        coef = (design_map(g.x, g.degree) @ np.asarray(y).T).T
+        coef_a = (design_map(g.xa, g.degree) @ np.asarray(y).T).T
         x, lstar = vertex(coef, g.x.min(), g.x.max())
         xa, _ = vertex(coef_a, g.xa.min(), g.xa.max())
         with np.errstate(over="ignore"):
@@ -213,6 +196,13 @@ def _slope(s: np.ndarray, ls: np.ndarray) -> np.ndarray:
     return (ls * sc).sum(-1) / (sc * sc).sum()
 
 
+def _pooled(groups, by_budget) -> Noise | None:
+    """The design's noise for the reader (and the laws' fit-quality gate): replicates pooled
+    over the budgets that are not transition-dominated, else the pooled residuals."""
+    usable = [g for g in groups if not by_budget[g.budget].transition_dominated]
+    return replicate_noise(usable) or residual_noise(groups, lambda g: g.degree)
+
+
 def analyse(
     design_df: pd.DataFrame,
     loss: str,
@@ -238,24 +228,31 @@ def analyse(
             skipped=f"no (budget, sparsity) group has {MIN_SIZES} or more sizes "
             "(IsoFLOP curves need them)",
         )
-    noise, why = estimate_noise(groups)
+    by_budget = budget_noise(groups, lambda g: 2)
+    lof = {}
+    for i, g in enumerate(groups):  # a parabola that fails against the pure error: a cubic
+        lof[i] = lack_of_fit(g, by_budget[g.budget].noise)
+        if lof[i] and lof[i]["rejected"] and len(g.sizes) >= 4:
+            g.degree = 3
     point = _fit_all(groups, [g.y for g in groups])
-    boot, by_budget = None, {}
-    if noise is not None:
-        rng = rng_for(seed)
-        by_budget = noise_by_budget(groups, noise)
-        scales = {}  # one draw per noise estimate: budgets that share one share its draw
-        for n in by_budget.values():
-            if id(n) not in scales:
-                scales[id(n)] = n.sigma * np.sqrt(n.df / rng.chisquare(n.df, n_boot))
-        ys = [fitted(g.x, p["coef"]) for p, g in zip(point, groups)]
-        boot = _fit_all(
-            groups,
-            [
-                yh + rng.normal(size=(n_boot, len(yh))) * scales[id(by_budget[g.budget])][:, None]
-                for yh, g in zip(ys, groups)
-            ],
-        )
+    rng = rng_for(seed)
+    scales = {}  # one draw per budget's noise
+    for b, bn in by_budget.items():
+        if bn.noise is not None and not bn.transition_dominated:
+            n = bn.noise
+            scales[b] = n.sigma * np.sqrt(n.df / rng.chisquare(n.df, n_boot))
+    boot = _fit_all(
+        groups,
+        [
+            (
+                fitted(g.x, p["coef"])
+                + rng.normal(size=(n_boot, len(g.y))) * scales[g.budget][:, None]
+                if g.budget in scales
+                else None
+            )
+            for p, g in zip(point, groups)
+        ],
+    )
     rows = []
     for i, (g, p) in enumerate(zip(groups, point)):
         ok, reason = bracket(g)
@@ -270,23 +267,27 @@ def analyse(
             "why_not_bracketed": reason,
             "best_loss": float(means.min()),
             "best_n": float(np.exp(xs[np.argmin(means)])),
+            "shape": "parabola" if g.degree == 2 else "cubic",
+            "lack_of_fit": lof[i],
             "coef": p["coef"].tolist(),
             "coef_active": p["coef_active"].tolist(),
         }
         for key in ("n_star", "n_star_active", "loss_star", "d_star"):
             row[key] = float(p[key])
-            row[f"{key}_ci"] = _interval(key, boot[i][key], level) if boot else None
+            row[f"{key}_ci"] = _interval(key, boot[i][key], level) if boot[i] else None
         if all_runs is not None:
             row["failed"] = _failed_in(all_runs, g, loss)
         rows.append(row)
     keep = [i for i, r in enumerate(rows) if r["bracketed"]]
+    reasons = {b: bn.reason for b, bn in by_budget.items() if bn.reason}
     return IsoflopResult(
         rows,
-        noise,
-        why,
+        _pooled(groups, by_budget),
+        "; ".join(f"C={b:.4g}: {r}" for b, r in reasons.items()) or None,
         _slopes(rows, keep, point, boot, level),
         _scaling(rows, keep, point, boot, level),
         noise_by_budget=by_budget,
+        effects=sparsity_effects(rows, keep, point, boot, level, design_df, loss),
     )
 
 
@@ -333,7 +334,7 @@ def _slopes(rows, keep, point, boot, level) -> dict:
                 percentile_interval(
                     _slope(s, np.stack([boot[i]["loss_star"] for i in idx], axis=-1)), level
                 )
-                if boot
+                if all(boot[i] for i in idx)
                 else None
             )
         out[f"{b:.4g}"] = entry
@@ -354,12 +355,13 @@ def _scaling(rows, keep, point, boot, level) -> dict:
         for key in ("n_star", "n_star_active", "d_star"):
             with np.errstate(divide="ignore", invalid="ignore"):
                 est = _slope(lc, np.log([point[i][key] for i in idx]))
+                whole = all(boot[i] for i in idx)
                 reps = (
-                    _slope(lc, np.log(np.stack([boot[i][key] for i in idx], -1))) if boot else None
+                    _slope(lc, np.log(np.stack([boot[i][key] for i in idx], -1))) if whole else None
                 )
             entry[key] = {
                 "exponent": float(est),
-                "ci": percentile_interval(reps, level) if boot else None,
+                "ci": percentile_interval(reps, level) if whole else None,
             }
         out[f"{s:.4f}"] = entry
     return out

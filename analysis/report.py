@@ -128,7 +128,8 @@ def build_report(
         fits["isoflop"] = {
             "groups": iso.groups,
             "noise": iso.noise and vars(iso.noise),
-            "noise_by_budget": {f"{b:.4g}": vars(n) for b, n in iso.noise_by_budget.items()},
+            "noise_by_budget": {f"{b:.4g}": n.to_json() for b, n in iso.noise_by_budget.items()},
+            "sparsity_effect": iso.effects,
             "no_interval_reason": iso.no_interval_reason,
             "loss_star_vs_sparsity": iso.slopes,
             "size_scaling": iso.scaling,

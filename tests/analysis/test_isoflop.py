@@ -111,7 +111,7 @@ def test_each_budget_with_replicates_gets_its_own_noise():
             ys = 3.0 + 0.05 * (xs - np.log(1e6)) ** 2 + rng.normal(0, sd, len(xs))
             rows += _group_rows(c, 0.0, xs, ys, seed)
     res = analyse(pd.DataFrame(rows), "val_loss", n_boot=400)
-    quiet, noisy = res.noise_by_budget[1e12], res.noise_by_budget[1e13]
+    quiet, noisy = res.noise_by_budget[1e12].noise, res.noise_by_budget[1e13].noise
     assert quiet.df == noisy.df == 10 and res.noise.df == 20
     assert 0.005 < quiet.sigma < 0.02 and 0.1 < noisy.sigma < 0.4
     width = {g["C"]: g["loss_star_ci"][1] - g["loss_star_ci"][0] for g in res.groups}

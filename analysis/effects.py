@@ -1,0 +1,87 @@
+"""The sparsity effect, read the way a sparsity study should be read.
+
+Per budget, from the IsoFLOP groups (bracketed ones only) and the same bootstrap draws as
+everything else:
+- **per doubling of E**: the slope of L\\* against log2(E), E = 1/(1-S) (K=1: the expert count).
+  Abnar et al.'s law and the question "how sparse" are in log(1-S), not in S;
+- **vs dense**: Delta L\\*(S) = L\\*(S) - L\\*(dense), with its interval, for every sparsity;
+- **paired at matched width**: the loss difference between a sparse run and the dense run of the
+  same width and seed (the same data order: common random numbers), averaged over the widths
+  and seeds both have, with a t interval over the pairs. It needs no parabola and is the most
+  powerful contrast such a design has, but it compares equal widths, not optima.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.fit import percentile_interval
+
+
+def doublings(sparsity) -> np.ndarray:
+    """log2(E) for E = 1/(1-S): 0 for dense, 4 for S = 0.9375."""
+    return -np.log2(1.0 - np.asarray(sparsity, float))
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    xc = x - x.mean()
+    return (y * xc).sum(-1) / (xc * xc).sum()
+
+
+def sparsity_effects(rows, keep, point, boot, level, design_df, loss) -> dict:
+    out = {}
+    for b in sorted({r["budget"] for r in rows}):
+        idx = [i for i in keep if rows[i]["budget"] == b]
+        entry: dict = {}
+        s = np.array([rows[i]["sparsity"] for i in idx])
+        whole = bool(idx) and all(boot[i] for i in idx)
+        if len(np.unique(s)) >= 2:
+            x = doublings(s)
+            entry["per_doubling"] = float(_slope(x, np.array([point[i]["loss_star"] for i in idx])))
+            entry["per_doubling_ci"] = (
+                percentile_interval(
+                    _slope(x, np.stack([boot[i]["loss_star"] for i in idx], axis=-1)), level
+                )
+                if whole
+                else None
+            )
+        dense = [i for i in idx if rows[i]["sparsity"] == 0]
+        if dense:
+            d = dense[0]
+            entry["vs_dense"] = {
+                f"{rows[i]['sparsity']:.4f}": {
+                    "delta": float(point[i]["loss_star"] - point[d]["loss_star"]),
+                    "ci": (
+                        percentile_interval(boot[i]["loss_star"] - boot[d]["loss_star"], level)
+                        if boot[i] and boot[d]
+                        else None
+                    ),
+                }
+                for i in idx
+                if i != d
+            }
+        entry["paired"] = paired_contrasts(design_df[design_df["budget_group"] == b], loss, level)
+        out[f"{b:.4g}"] = entry
+    return out
+
+
+def paired_contrasts(df: pd.DataFrame, loss: str, level: float = 0.95) -> dict:
+    """Per sparsity: mean over (width, seed) pairs of loss(S) - loss(dense), and its t interval."""
+    width = "d_model" if "d_model" in df else "N_active"
+    dense = df[df["sparsity"] == 0].set_index([width, "seed"])[loss]
+    out = {}
+    for s, g in df[df["sparsity"] > 0].groupby("sparsity"):
+        mine = g.set_index([width, "seed"])[loss]
+        both = mine.index.intersection(dense.index)
+        if len(both) == 0:
+            continue
+        diffs = (mine.loc[both] - dense.loc[both]).to_numpy(float)
+        entry = {"pairs": len(diffs), "mean": float(diffs.mean()), "ci": None}
+        if len(diffs) >= 2:
+            half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * diffs.std(ddof=1)
+            half /= np.sqrt(len(diffs))
+            entry["ci"] = [float(diffs.mean() - half), float(diffs.mean() + half)]
+        out[f"{s:.4f}"] = entry
+    return out
