@@ -78,7 +78,7 @@ def paired_contrasts(df: pd.DataFrame, loss: str, level: float = 0.95) -> dict:
         if len(both) == 0:
             continue
         diffs = (mine.loc[both] - dense.loc[both]).to_numpy(float)
-        entry = {"pairs": len(diffs), "mean": float(diffs.mean()), "ci": None}
+        entry: dict = {"pairs": len(diffs), "mean": float(diffs.mean()), "ci": None}
         if len(diffs) >= 2:
             half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * diffs.std(ddof=1)
             half /= np.sqrt(len(diffs))

@@ -170,17 +170,20 @@ def _refit(law, X, log_y, delta, starts):
 class _Resample:
     """Picklable bootstrap work for one chunk of replicate seeds."""
 
-    def __init__(self, law, data, loss, delta, point, grid):
+    def __init__(self, law, data, loss, delta, point, grid, clusters=None):
         self.law, self.data, self.loss, self.delta = law, data, loss, delta
         self.point, self.grid = point, grid
+        # runs of one cluster (a group's seed) move together: their errors are correlated
+        labels = np.arange(len(loss)) if clusters is None else np.asarray(clusters)
+        self.members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
 
     def __call__(self, seeds):
         out = []
-        n = len(self.loss)
         with threadpool_limits(limits=1, user_api="blas"):
             for s in seeds:
                 rng = rng_for(int(s))
-                idx = rng.integers(0, n, n)
+                drawn = rng.integers(0, len(self.members), len(self.members))
+                idx = np.concatenate([self.members[c] for c in drawn])
                 X = self.law.design({k: v[idx] for k, v in self.data.items()})
                 starts = [
                     self.point,
@@ -199,9 +202,11 @@ def bootstrap(
     delta: float = HUBER_DELTA,
     seed: int = 0,
     workers: int | None = None,
+    clusters: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """(thetas of n_boot refits on runs resampled with replacement, fraction of them whose best
-    fit lies in another basin than the point estimate's)."""
+    fit lies in another basin than the point estimate's). ``clusters``: a label per run; whole
+    clusters are resampled (a (group, seed) curve's runs share its seed's fortune)."""
     workers = workers or os.cpu_count() or 1
     grid = init_thetas(law, 64, seed)
     work = _Resample(
@@ -211,6 +216,7 @@ def bootstrap(
         delta,
         point.theta,
         grid,
+        clusters,
     )
     results = replicates(work, n_boot, seed, workers)
     thetas = np.array([t for t, _ in results])

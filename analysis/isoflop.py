@@ -229,10 +229,10 @@ def analyse(
             "(IsoFLOP curves need them)",
         )
     by_budget = budget_noise(groups, lambda g: 2)
-    lof = {}
+    lof: dict[int, dict | None] = {}
     for i, g in enumerate(groups):  # a parabola that fails against the pure error: a cubic
-        lof[i] = lack_of_fit(g, by_budget[g.budget].noise)
-        if lof[i] and lof[i]["rejected"] and len(g.sizes) >= 4:
+        test = lof[i] = lack_of_fit(g, by_budget[g.budget].noise)
+        if test and test["rejected"] and len(g.sizes) >= 4:
             g.degree = 3
     point = _fit_all(groups, [g.y for g in groups])
     rng = rng_for(seed)

@@ -53,39 +53,44 @@ def _isoflop(iso: dict) -> list[str]:
     if iso.get("skipped"):
         return [f"IsoFLOP analysis skipped: {iso['skipped']}.\n"]
     lines = ["## IsoFLOP optima (a parabola of loss in log N per budget and sparsity)\n"]
-    noise = iso.get("noise")
-    if noise:
-        lines.append(
-            f"Noise of one run's loss: σ = {num(noise['sigma'])} ({noise['df']} degrees "
-            f"of freedom, from {'replicate runs' if noise['source'] == 'replicates' else 'the parabolas’ pooled residuals (includes any misfit)'}). "
-            "Intervals: 95% from a parametric bootstrap of the whole design (every loss "
-            "redrawn with that noise, every group refitted, every quantity recomputed "
-            "from the same draw).\n"
-        )
-        own = {b: n for b, n in (iso.get("noise_by_budget") or {}).items() if n != noise}
-        if own:
-            lines.append(
-                "Budgets with replicates enough for a noise of their own use it instead: "
-                + "; ".join(
-                    f"C={b}: σ = {num(n['sigma'])} ({n['df']} degrees of freedom)"
-                    for b, n in own.items()
-                )
-                + ".\n"
-            )
-    else:
-        lines.append(f"**No intervals:** {iso.get('no_interval_reason')}.\n")
+    by_budget = iso.get("noise_by_budget") or {}
     lines.append(
-        "| C | S | runs | bracketed | N* | 95% CI | N*_active | 95% CI | D* | L* | "
-        "95% CI | best observed |"
+        "Noise of one run's loss, each budget its own (never borrowed from another budget). "
+        "Intervals: 95% from a parametric bootstrap of the whole design (every loss redrawn "
+        "with its budget's noise, every group refitted, every quantity recomputed from the "
+        "same draw).\n"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for b, n in by_budget.items():
+        if n.get("sigma") is None or n.get("transition_dominated"):
+            what = f"σ = {num(n['sigma'])} ({n['df']} df); " if n.get("sigma") is not None else ""
+            lines.append(f"- C={b}: {what}**no intervals**: {n['no_interval_reason']}.")
+        else:
+            source = "replicate runs" if n["source"] == "replicates" else "residuals"
+            flag = f" ({n['flag']})" if n.get("flag") else ""
+            lines.append(f"- C={b}: σ = {num(n['sigma'])} ({n['df']} df, from {source}){flag}.")
+    lines.append("")
+    lines.append(
+        "| C | S | runs | bracketed | curve (lack of fit) | N* | 95% CI | N*_active | 95% CI | "
+        "D* | L* | 95% CI | best observed |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for g in iso["groups"]:
         br = "yes" if g["bracketed"] else f"no: {g['why_not_bracketed']}"
+        lof = g.get("lack_of_fit")
+        test = f"p = {lof['p']:.2g}" if lof else "not testable"
         lines.append(
             f"| {num(g['C'], 3)} | {g['sparsity']:.3f} | {g['n_runs']} | {br} | "
+            f"{g.get('shape', 'parabola')} ({test}) | "
             f"{size(g['n_star'])} | {ci(g['n_star_ci'])} | {size(g['n_star_active'])} | "
             f"{ci(g['n_star_active_ci'])} | {num(g['d_star'])} | {num(g['loss_star'])} | "
             f"{ci(g['loss_star_ci'])} | {num(g['best_loss'])} at N={num(g['best_n'])} |"
+        )
+    cubic = [g for g in iso["groups"] if g.get("shape") == "cubic"]
+    if cubic:
+        lines.append(
+            f"\n{len(cubic)} group(s) failed the parabola's lack-of-fit test against the "
+            "replicate noise (p < 0.05): their N\\* and L\\* are the local minimum of a cubic "
+            "in log N, which follows an asymmetric IsoFLOP curve.\n"
         )
     failed = [(g, f) for g in iso["groups"] for f in g.get("failed") or []]
     if failed:
@@ -100,6 +105,7 @@ def _isoflop(iso: dict) -> list[str]:
         "used below. L* is the parabola's vertex, which can lie below every observed "
         "loss; the best observed loss is beside it.\n"
     )
+    lines += _effects(iso.get("sparsity_effect") or {})
     slopes = iso.get("loss_star_vs_sparsity", {})
     if slopes:
         lines.append("**Slope of L\\* vs S** (negative: sparser is better at fixed compute):\n")
@@ -127,6 +133,30 @@ def _isoflop(iso: dict) -> list[str]:
                 f"{num(v['n_star_active']['exponent'], 3)} {ci(v['n_star_active']['ci'])}"
                 f", D* ∝ C^{num(v['d_star']['exponent'], 3)} {ci(v['d_star']['ci'])}"
             )
+    return [*lines, ""]
+
+
+def _effects(effects: dict) -> list[str]:
+    """The sparsity effect per budget: per doubling of E, vs dense, and paired."""
+    if not effects:
+        return []
+    lines = [
+        "**The sparsity effect** (negative: sparser is better at fixed compute). Per doubling of "
+        "E (the slope of L\\* in log2 E, E = 1/(1-S)); ΔL\\* against dense per sparsity; and the "
+        "paired contrast: a sparse run minus the dense run of the same width and seed, averaged "
+        "over the pairs (t interval; it compares equal widths, not optima):\n"
+    ]
+    for c, e in effects.items():
+        parts = []
+        if "per_doubling" in e:
+            parts.append(f"per doubling of E {num(e['per_doubling'])} {ci(e['per_doubling_ci'])}")
+        for s, d in (e.get("vs_dense") or {}).items():
+            parts.append(f"ΔL\\*(S={float(s):.4g}) {num(d['delta'])} {ci(d['ci'])}")
+        for s, d in (e.get("paired") or {}).items():
+            parts.append(
+                f"paired S={float(s):.4g}: {num(d['mean'])} {ci(d['ci'])} ({d['pairs']} pairs)"
+            )
+        lines.append(f"- C={c}: " + ("; ".join(parts) if parts else "nothing bracketed to compare"))
     return [*lines, ""]
 
 
@@ -169,6 +199,8 @@ def _law(name: str, e: dict, delta: float) -> list[str]:
             f"{h['held_out']['n']}: mean |rel. error| "
             f"{100 * h['held_out']['mean_abs_rel_error']:.2f}%."
         )
+    if e.get("misspecified"):
+        lines.append(f"\n**Misspecified: no optimum reported.** {e['misspecified'].capitalize()}.")
     if e["flags"]:
         lines.append("\n**Warnings:** " + "; ".join(e["flags"]) + ".")
     lo, hi = e["trained_sparsity_range"]

@@ -45,7 +45,7 @@ def _with_groups(table: pd.DataFrame, cols: Columns, n_convention: str, n_col, t
     return t
 
 
-def _law_studies(df, laws, cols, n_given, n_boot, max_inits, seed, n_convention, flops):
+def _law_studies(df, laws, cols, n_given, n_boot, max_inits, seed, n_convention, flops, sigma=None):
     """Each requested law; Chinchilla separately at every sparsity level (never pooled)."""
     out = {}
     for name in laws:
@@ -67,6 +67,7 @@ def _law_studies(df, laws, cols, n_given, n_boot, max_inits, seed, n_convention,
                 label=label,
                 n_convention=n_convention,
                 flops_convention=flops,
+                replicate_sigma=sigma,
             )
     return out
 
@@ -156,15 +157,17 @@ def build_report(
     else:
         fits["isoflop"] = {"skipped": f"the table has no {cols.budget!r}/tokens/sparsity columns"}
     budgets = budgets or (sorted(df["C"].unique().tolist()) if "C" in df else [])
+    sigma = iso.noise.sigma if iso and iso.noise and iso.noise.source == "replicates" else None
     studies = _law_studies(
-        df, laws, cols, n_given, n_boot, max_inits, seed, n_convention, flops_convention
+        df, laws, cols, n_given, n_boot, max_inits, seed, n_convention, flops_convention, sigma
     )
     for name, st in studies.items():
         fits["laws"][name] = st.to_json()
         if not isinstance(st, LawStudy):
             continue
         n_fixed = _isoflop_n(iso, st.law.n_kind) if iso else {}
-        fits["laws"][name]["optima"] = law_optima(st, budgets, n_fixed)
+        if not st.misspecified:  # the gate: no optimum of a law that misses these runs
+            fits["laws"][name]["optima"] = law_optima(st, budgets, n_fixed)
         pred = st.law.predict(st.theta, st.data)
         figs.append((f"{name} fit", figures.law_fit(st, pred, fig_dir, st.sparsity)))
         figs.append(
@@ -180,7 +183,8 @@ def build_report(
             )
         )
         lo, hi = st.data["N"].min(), st.data["N"].max()
-        curves = s_star_curves(st, budgets, np.exp(np.linspace(np.log(lo) - 1, np.log(hi) + 1, 30)))
+        grid = np.exp(np.linspace(np.log(lo) - 1, np.log(hi) + 1, 30))
+        curves = s_star_curves(st, budgets, grid) if not st.misspecified else None
         if curves:
             figs.append(
                 (f"S* vs N ({name})", figures.s_star_vs_n(curves, fig_dir, name, st.s_range))

@@ -31,6 +31,8 @@ HOLDOUT_RATIO = 3.0  # held-out error this many times the in-sample error is fla
 WIDE_LOG10 = 2.0  # a coefficient interval wider than 100x is flagged
 WIDE_EXPONENT = 1.0  # an exponent interval wider than this is flagged
 OPTIMA_BOOT = 200  # bootstrap fits used for an optimum's interval
+MISFIT_RATIO = 2.0  # in-sample RMSE over this many replicate sigmas: misspecified
+OTHER_BASIN = 0.10  # more refits than this landing in another minimum is flagged
 
 
 @dataclass
@@ -96,6 +98,7 @@ class LawStudy:
     held_out_mask: np.ndarray
     family: Family | None  # exact FLOPs of the table's family, for optima
     sparsity: np.ndarray  # S of each fitted run
+    misspecified: str | None = None  # why no optimum is reported (the fit-quality gate)
 
     def to_json(self) -> dict:
         return {
@@ -110,7 +113,9 @@ class LawStudy:
             "flags": self.flags,
             "n_bootstrap": len(self.thetas),
             "bootstrap_other_basin_fraction": self.other_basin,
+            "bootstrap": "resampling (budget, sparsity, seed) clusters of runs",
             "trained_sparsity_range": list(self.s_range),
+            "misspecified": self.misspecified,
         }
 
     @property
@@ -169,7 +174,11 @@ def study_law(
     label: str | None = None,
     n_convention: str = "non_embedding",
     flops_convention: str = "ours",
+    replicate_sigma: float | None = None,
 ) -> LawStudy | NotIdentifiable:
+    """``replicate_sigma``: the noise of a run's loss from replicates; a law whose in-sample
+    RMSE exceeds MISFIT_RATIO times it is misspecified for these runs, and no optimum of it
+    is reported (its parameters still are)."""
     law = LAWS[law_name]
     if not n_given:
         cols = replace(cols, N="N_total" if law.n_kind == "total" else "N_active")
@@ -188,7 +197,10 @@ def study_law(
     if law.name == "joint_moe":
         law = _profile_joint(data, loss, max_inits)
     point = fit_law(law, data, loss, max_inits=max_inits, seed=seed)
-    thetas, other = bootstrap(law, data, loss, point, n_boot=n_boot, workers=workers, seed=seed)
+    clusters = _clusters(df)
+    thetas, other = bootstrap(
+        law, data, loss, point, n_boot=n_boot, workers=workers, seed=seed, clusters=clusters
+    )
     summary = summarize(law, point, thetas)
     errors = prediction_errors(law, point.theta, data, loss)
     mask, rule = holdout_mask(df, law, cols)
@@ -211,6 +223,20 @@ def study_law(
         else None
     )
     s = df[cols.S].to_numpy(float) if cols.S in df else np.zeros(len(df))
+    flags = _flags(law, point, summary, errors, holdout)
+    if other > OTHER_BASIN:
+        flags.append(
+            f"{100 * other:.0f}% of the bootstrap refits found another minimum: the fit is not "
+            "unique, its intervals mix basins"
+        )
+    misfit = None
+    if replicate_sigma and errors["rmse"] > MISFIT_RATIO * replicate_sigma:
+        misfit = (
+            f"in-sample RMSE {errors['rmse']:.3g} is {errors['rmse'] / replicate_sigma:.1f}x the "
+            f"replicate noise σ = {replicate_sigma:.3g}: the law does not describe these runs, "
+            "so no optimum of it is reported"
+        )
+        flags.append("misspecified: " + misfit)
     return LawStudy(
         law,
         label or law.name,
@@ -221,13 +247,22 @@ def study_law(
         summary,
         errors,
         holdout,
-        _flags(law, point, summary, errors, holdout),
+        flags,
         data,
         loss,
         mask,
         family,
         s,
+        misfit,
     )
+
+
+def _clusters(df: pd.DataFrame) -> np.ndarray | None:
+    """A label per run for the cluster bootstrap: its (budget, sparsity, seed)."""
+    keys = [k for k in ("budget_group", "sparsity", "seed") if k in df]
+    if not keys:
+        return None
+    return df.groupby(keys, sort=False).ngroup().to_numpy()
 
 
 def _fpt(st: LawStudy, n: np.ndarray, s: float) -> np.ndarray:
