@@ -35,6 +35,7 @@ from experiments.config import ConfigError, DataError, from_dict
 from experiments.files import atomic_write_json
 from experiments.record import run_id
 from experiments.sweep.launch import gpus, launch, launch_plan
+from experiments.sweep.lr_rule import MAX_LR_EXTENSIONS
 from experiments.sweep.mps import mps_daemon
 from experiments.sweep.plan import PlannedRun, format_table, plan
 from experiments.sweep.slurm import render_sweep
@@ -58,7 +59,9 @@ PLANNER_KEYS = (
 )
 
 
-def make_plan(spec: SweepSpec, lr_rule=None, budgets=None) -> tuple[list[PlannedRun], list]:
+def make_plan(
+    spec: SweepSpec, lr_rule=None, budgets=None, extra_lrs=None
+) -> tuple[list[PlannedRun], list]:
     """The planned runs and their TrainConfigs (same order); see plan.plan for the options."""
     if not SAFE_NAME.match(spec.name) or ".." in spec.name:
         raise ConfigError(
@@ -79,7 +82,7 @@ def make_plan(spec: SweepSpec, lr_rule=None, budgets=None) -> tuple[list[Planned
         cfg = OmegaConf.merge(base, OmegaConf.create(overrides))
         return from_dict(resolve(cfg), check_steps=check_steps)
 
-    runs = plan(spec, compose_train, lr_rule, budgets)
+    runs = plan(spec, compose_train, lr_rule, budgets, extra_lrs)
     configs = [compose_train(r.overrides) for r in runs]
     for r, tc in zip(runs, configs):
         r.run_id = run_id(tc.identity())
@@ -143,28 +146,46 @@ def plan_sweep(
         raise ConfigError(f"budgets={unknown}: not among the spec's budgets {spec.budgets}")
     if spec.lr_tuning_budget is None:
         return *make_plan(spec, budgets=only or None), None
-    from experiments.sweep.lr_rule import fit_lr_rule, persisted
+    from experiments.sweep.lr_rule import (
+        MAX_LR_EXTENSIONS,
+        extensions,
+        fit_lr_rule,
+        persisted,
+        refusal,
+    )
 
+    extra: dict = {}  # lr_grid=auto: derived again from the finished runs on every plan
     tune, tune_cfgs = make_plan(spec, budgets=[spec.lr_tuning_budget])
+    for _ in range(MAX_LR_EXTENSIONS if spec.lr_grid == "auto" else 0):
+        more = extensions(sweep_dir.runs, tune, spec.lrs, extra)
+        if not more:
+            break
+        extra |= more
+        tune, tune_cfgs = make_plan(spec, budgets=[spec.lr_tuning_budget], extra_lrs=extra)
     rule = fit_lr_rule(sweep_dir.runs, tune, spec.lrs)
     if rule is not None:
         rule = persisted(sweep_dir.lr_rule, rule)
     if rule is None:
+        grown = f" (the grid extended at {len(extra)} point(s))" if extra else ""
         return (
             tune,
             tune_cfgs,
             (
                 f"LR tuning first: the other budgets are planned when the "
-                f"{len(tune)} runs at {spec.lr_tuning_budget:.3g} are done"
+                f"{len(tune)} runs at {spec.lr_tuning_budget:.3g} are done{grown}"
             ),
         )
+    why = refusal(sweep_dir.runs, tune, spec.lrs)
+    if why and spec.lr_rule_at_edge == "refuse":
+        raise ConfigError(why)
     rest, rest_cfgs = make_plan(
         spec,
         lr_rule=rule,
         budgets=[b for b in spec.budgets if b != spec.lr_tuning_budget and (not only or b in only)],
     )
     atomic_write_json(sweep_dir.lr_rule, asdict(rule))
-    return tune + rest, tune_cfgs + rest_cfgs, rule.describe()
+    note = rule.describe() + (f"\nwarning: {why}" if why else "")
+    return tune + rest, tune_cfgs + rest_cfgs, note
 
 
 def show_plan(spec, sweep_dir, runs, configs, states, note) -> int | None:
@@ -192,7 +213,9 @@ def run_sweep(cfg: DictConfig) -> int:
     spec = SweepSpec.from_dict(OmegaConf.to_container(cfg.sweep, resolve=True))
     spec.train = [*spec.train, *cfg.train_overrides]
     t0 = time.time()
-    for _ in range(2):  # twice at most: an LR-tuning budget, then the budgets it informs
+    # An LR-tuning budget (and, with lr_grid=auto, up to two extensions of its grid), then the
+    # budgets it informs: a few rounds at most.
+    for _ in range(2 + MAX_LR_EXTENSIONS):
         runs, configs, note = plan_sweep(spec, sweep_dir, [float(b) for b in cfg.budgets])
         names = {r.run_id: r.name for r in runs}
         ids = [r.run_id for r in runs]

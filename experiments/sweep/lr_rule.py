@@ -87,3 +87,75 @@ def persisted(path: Path, fitted: LRRule) -> LRRule:
         return kept
     print(f"note: the tuning results changed since {path} was written; the LR rule is refitted")
     return fitted
+
+
+MAX_LR_EXTENSIONS = 2  # grid steps a tuned point may go beyond the spec's grid (lr_grid=auto)
+
+
+def grid_step(grid: list[float]) -> float:
+    """The grid's ratio between neighbouring LRs (their geometric mean)."""
+    g = sorted(grid)
+    return float(np.exp(np.mean(np.diff(np.log(g))))) if len(g) > 1 else 2.0
+
+
+def _tried(runs_root: Path, tuning_runs: list) -> dict | None:
+    """{(d_model, E): {lr: val_loss}} of the tuning budget's runs; None until all are done."""
+    out: dict = {}
+    for r in tuning_runs:
+        s = read_json(Path(runs_root) / r.run_id / SUMMARY)
+        if s is None or s.get("status") != "done":
+            return None
+        losses = out.setdefault((r.d_model, r.num_experts / r.top_k), {})
+        losses[r.lr] = min(s["val_loss"], losses.get(r.lr, float("inf")))
+    return out
+
+
+def edges(tried: dict) -> dict:
+    """{point: "low" | "high"} where its best LR is the smallest or largest of 3+ it tried."""
+    out = {}
+    for key, losses in tried.items():
+        lrs = sorted(losses)
+        best = min(losses, key=losses.get)
+        if len(lrs) >= 3 and best in (lrs[0], lrs[-1]):
+            out[key] = "low" if best == lrs[0] else "high"
+    return out
+
+
+def extensions(runs_root: Path, tuning_runs: list, grid: list[float], extra: dict) -> dict | None:
+    """lr_grid=auto: the LRs to add, {point: [lr]}, one step beyond the best where it is at
+    the edge of what its point tried (at most MAX_LR_EXTENSIONS steps past ``grid``); {} when
+    none is needed; None until the tuning runs are done."""
+    tried = _tried(runs_root, tuning_runs)
+    if tried is None:
+        return None
+    step, lo, hi = grid_step(grid), min(grid), max(grid)
+    out = {}
+    for key, side in edges(tried).items():
+        lrs = sorted(tried[key])
+        nxt = lrs[-1] * step if side == "high" else lrs[0] / step
+        if lo / step**MAX_LR_EXTENSIONS * 0.999 <= nxt <= hi * step**MAX_LR_EXTENSIONS * 1.001:
+            out[key] = [*extra.get(key, []), float(f"{nxt:.6g}")]
+    return out
+
+
+def refusal(runs_root: Path, tuning_runs: list, grid: list[float]) -> str | None:
+    """Why a rule fitted on these tuned points is not to be trusted (more than a third of
+    them best at an edge of what they tried), with the grid that would fix it; else None."""
+    tried = _tried(runs_root, tuning_runs) or {}
+    at = edges(tried)
+    if not tried or 3 * len(at) <= len(tried):
+        return None
+    step = grid_step(grid)
+    high = sum(side == "high" for side in at.values())
+    low = len(at) - high
+    wider = sorted(grid)
+    if high:
+        wider.append(float(f"{wider[-1] * step:.3g}"))
+    if low:
+        wider.insert(0, float(f"{wider[0] / step:.3g}"))
+    return (
+        f"the LR rule is refused: the best LR was at the edge of its grid at {len(at)} of "
+        f"{len(tried)} tuned points ({high} at the largest, {low} at the smallest), so it "
+        f"carries a choice, not an optimum; extend sweep.lrs to {wider}, or set "
+        "sweep.lr_grid=auto (the sweep extends it where needed), or sweep.lr_rule_at_edge=warn"
+    )

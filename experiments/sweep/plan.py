@@ -73,10 +73,12 @@ def plan(
     compose: Compose,
     lr_rule: Callable | None = None,
     budgets: list[float] | None = None,
+    extra_lrs: dict | None = None,
 ) -> list[PlannedRun]:
     """``compose(overrides, check_steps) -> TrainConfig`` builds the exact config
     experiments.train will see for those overrides. ``lr_rule(TrainConfig) -> lr`` sets the
-    learning rate of budgets other than ``lr_tuning_budget``; ``budgets`` plans a subset."""
+    learning rate of budgets other than ``lr_tuning_budget``; ``budgets`` plans a subset;
+    ``extra_lrs`` {(d_model, E/K): [lr, ...]}: LRs tried beyond the grid at tuned points."""
     widths = spec.family.widths(spec.granularity)
     if not widths:
         raise ConfigError("sweep.family: no d_model in [d_model_min, d_model_max] fits the rule")
@@ -104,7 +106,10 @@ def plan(
             if spec.replicated(budget, 1 - K / E):
                 seeds += [s for s in spec.replicates.seeds if s not in seeds]
             for tc in chosen:
+                key = (tc.model.d_model, E / K)
                 lrs = [lr_rule(tc)] if tuned else (spec.lrs or [None])
+                if not tuned and spec.lrs:
+                    lrs = [*lrs, *[x for x in (extra_lrs or {}).get(key, []) if x not in lrs]]
                 for lr in lrs:
                     for seed in seeds:
                         ov = size_overrides(spec, tc.model.d_model, E, K, seed, budget, lr, batch)

@@ -154,6 +154,12 @@ class SweepSpec(Typed):
     lr_tuning_budget: float | None = None
     """Try ``lrs`` at this budget only; every other budget's runs take the LR that a log-linear
     fit in (N_active, E) of the best tuned LRs predicts (experiments/sweep/lr_rule.py)."""
+    lr_grid: Literal["fixed", "auto"] = "fixed"
+    """auto: where a tuned point's best LR is the smallest or largest it tried, the sweep tries
+    one grid step beyond it (up to two steps past the spec's grid), then fits the rule."""
+    lr_rule_at_edge: Literal["refuse", "warn"] = "refuse"
+    """An LR rule fitted on more than a third of its points at the edge of their grids is
+    refused (with the grid that would fix it); warn: planned with a warning."""
     replicates: ReplicateSpec | None = None
     """Extra seeds at a few (budget, sparsity) groups: the noise floor the fits are read
     against."""

@@ -124,7 +124,7 @@ def test_sweep_keeps_going_past_a_failed_run_and_can_retry_it(tmp_path):
 def test_lr_tuning_budget_plans_the_rest_with_fitted_lrs(tmp_path):
     from experiments.sweep.driver import plan_sweep
 
-    spec = _spec("micro", lrs=[1e-3, 3e-3, 1e-2], lr_tuning_budget=1e10)
+    spec = _spec("micro", lrs=[1e-3, 3e-3, 1e-2], lr_tuning_budget=1e10, lr_rule_at_edge="warn")
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         runs, _, note = plan_sweep(spec, SweepDir(tmp_path))
         assert note.startswith("LR tuning first") and {r.budget for r in runs} == {1e10}
@@ -159,7 +159,7 @@ def test_a_kept_lr_rule_plans_the_same_lrs_on_any_machine(tmp_path, capsys):
     tuned points are the same, and refitted when they change."""
     from experiments.sweep.driver import plan_sweep
 
-    spec = _spec("micro", lrs=[1e-3, 3e-3, 1e-2], lr_tuning_budget=1e10)
+    spec = _spec("micro", lrs=[1e-3, 3e-3, 1e-2], lr_tuning_budget=1e10, lr_rule_at_edge="warn")
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         tune, _, _ = plan_sweep(spec, SweepDir(tmp_path))
         for r in tune:
@@ -277,3 +277,61 @@ def test_stopping_the_driver_stops_its_runs(tmp_path):
     saved = [p.parent for p in started if (p.parent / "checkpoint.pt").exists()]
     done = [p.parent for p in started if (p.parent / "summary.json").exists()]
     assert saved or done
+
+
+def _finish_tuning(runs_root, runs, best_lr):
+    """Write a done summary for every tuning run: loss grows with |log(lr / best)|."""
+    for r in runs:
+        d = runs_root / r.run_id
+        if (d / "summary.json").exists():
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        loss = 2.0 + abs(np.log(r.lr / best_lr(r)))
+        (d / "summary.json").write_text(
+            json.dumps(
+                {
+                    "status": "done",
+                    "lr": r.lr,
+                    "params_active_non_embedding": r.n_rule,
+                    "val_loss": loss,
+                }
+            )
+        )
+
+
+def test_an_lr_rule_fitted_at_the_edge_of_its_grid_is_refused_with_the_fix(tmp_path):
+    from experiments.sweep.driver import plan_sweep
+
+    spec = _spec("micro", lrs=[1e-3, 2e-3, 4e-3], lr_tuning_budget=1e10)
+    warned = _spec("micro", lrs=[1e-3, 2e-3, 4e-3], lr_tuning_budget=1e10, lr_rule_at_edge="warn")
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        tune, _, _ = plan_sweep(spec, SweepDir(tmp_path))
+        _finish_tuning(tmp_path / "runs", tune, lambda r: 2e-2)  # every point wants more
+        with pytest.raises(
+            ConfigError, match=r"at the edge of its grid at 6 of 6 tuned points"
+        ) as e:
+            plan_sweep(spec, SweepDir(tmp_path))
+        assert "extend sweep.lrs to [0.001, 0.002, 0.004, 0.008]" in str(e.value)
+        _, _, note = plan_sweep(warned, SweepDir(tmp_path))
+    assert "warning: the LR rule is refused" in note
+
+
+def test_lr_grid_auto_extends_the_grid_where_the_best_is_at_its_edge(tmp_path):
+    from experiments.sweep.driver import plan_sweep
+
+    spec = _spec("micro", lrs=[1e-3, 2e-3, 4e-3], lr_tuning_budget=1e10, lr_grid="auto")
+    best = lambda r: 8e-3 if r.d_model <= 12 else 2e-3  # small models want one step more
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        tune, _, _ = plan_sweep(spec, SweepDir(tmp_path))
+        assert len(tune) == 18
+        _finish_tuning(tmp_path / "runs", tune, best)
+        grown, _, note = plan_sweep(spec, SweepDir(tmp_path))
+        added = [r for r in grown if r.lr not in (1e-3, 2e-3, 4e-3)]
+        assert added and {r.lr for r in added} == {8e-3} and "extended at" in note
+        assert all(r.d_model <= 12 for r in added)
+        _finish_tuning(tmp_path / "runs", grown, best)  # 8e-3 wins there: one step more
+        grown2, _, _ = plan_sweep(spec, SweepDir(tmp_path))
+        assert {r.lr for r in grown2} >= {8e-3, 0.016}
+        _finish_tuning(tmp_path / "runs", grown2, best)  # 1.6e-2 loses: the best is interior
+        runs, _, note = plan_sweep(spec, SweepDir(tmp_path))
+    assert {r.budget for r in runs} == {1e10, 2e10} and "tuned points" in note
