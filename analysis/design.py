@@ -102,14 +102,18 @@ def best_lr(df: pd.DataFrame, loss: str) -> tuple[pd.DataFrame, dict | None]:
     if "lr" not in df or df.groupby(list(CELL))["lr"].nunique().max() <= 1:
         return df, None
     keep, cells, edge = [], 0, 0
+    gaps: dict = {}  # kept run -> the other LRs' losses above it (the bootstrap redoes the choice)
     for _, g in df.groupby(list(CELL)):
         best = g[loss].idxmin()
         keep.append(best)
+        gaps[best] = sorted(float(v) for v in g[loss].drop(best) - g.loc[best, loss])
         lrs = sorted(g["lr"].unique())
         if len(lrs) >= 2:
             cells += 1
             edge += g.loc[best, "lr"] in (lrs[0], lrs[-1]) and len(lrs) >= 3
-    out = df.loc[sorted(keep)].reset_index(drop=True)
+    out = df.loc[sorted(keep)].copy()
+    out["lr_gaps"] = [gaps[i] for i in out.index]
+    out = out.reset_index(drop=True)
     grids = sorted(
         {
             tuple(sorted(g["lr"].unique()))

@@ -196,6 +196,22 @@ def _slope(s: np.ndarray, ls: np.ndarray) -> np.ndarray:
     return (ls * sc).sum(-1) / (sc * sc).sum()
 
 
+def _draw_noise(g: Group, scale: np.ndarray, rng) -> np.ndarray:
+    """(B, runs) noise for one group's replicates. A run kept as the best of several learning
+    rates is drawn as the best of several: every LR's run of its point is redrawn (at the gap
+    above the kept one that was observed) and the lowest kept, so the winner's curse of the
+    selection is in the intervals too."""
+    z = rng.normal(size=(len(scale), len(g.y))) * scale[:, None]
+    gaps = g.runs["lr_gaps"].tolist() if "lr_gaps" in g.runs else [[]] * len(g.y)
+    for j, gap in enumerate(gaps):
+        if gap:
+            others = (
+                np.asarray(gap)[None, :] + rng.normal(size=(len(scale), len(gap))) * scale[:, None]
+            )
+            z[:, j] = np.minimum(z[:, j], others.min(axis=1))
+    return z
+
+
 def _pooled(groups, by_budget) -> Noise | None:
     """The design's noise for the reader (and the laws' fit-quality gate): replicates pooled
     over the budgets that are not transition-dominated, else the pooled residuals."""
@@ -244,12 +260,9 @@ def analyse(
     boot = _fit_all(
         groups,
         [
-            (
-                fitted(g.x, p["coef"])
-                + rng.normal(size=(n_boot, len(g.y))) * scales[g.budget][:, None]
-                if g.budget in scales
-                else None
-            )
+            fitted(g.x, p["coef"]) + _draw_noise(g, scales[g.budget], rng)
+            if g.budget in scales
+            else None
             for p, g in zip(point, groups)
         ],
     )

@@ -142,3 +142,38 @@ def test_effects_need_no_replicates_for_their_point_estimates(seeds):
             rows += _group_rows(1e13, s, X6, _parabola(X6) - 0.01 * s, seed)
     e = analyse(pd.DataFrame(rows), "val_loss", n_boot=100).effects["1e+13"]
     assert e["per_doubling"] == pytest.approx(-0.0075 / 2, abs=1e-6)
+
+
+def test_the_bootstrap_repeats_the_best_lr_choice():
+    """Three LRs per point, equally good in truth: keeping the best of three noisy runs biases
+    the kept losses low (the winner's curse); replicates that choose again carry that bias, so
+    the interval reaches lower than one that treats the kept runs as single draws."""
+    from analysis.design import prepare
+
+    rng = np.random.default_rng(8)
+    rows = []
+    for seed in range(2):
+        for lr in (1e-3, 2e-3, 4e-3):
+            for r in _group_rows(1e13, 0.0, X6, _parabola(X6) + rng.normal(0, 0.02, 6), seed):
+                rows.append(
+                    r
+                    | {
+                        "lr": lr,
+                        "budget_flops": 1e13,
+                        "params_total": r["N_total"],
+                        "params_active": r["N_active"],
+                        "flops_per_token": 6 * r["N_active"],
+                        "run_id": f"r{len(rows)}",
+                    }
+                )
+    design = prepare(
+        pd.DataFrame(rows).drop(columns=["budget_group", "C"]),
+        "val_loss",
+        "budget_flops",
+        n_col="N_total",
+    )
+    kept = design.df
+    assert len(kept) == 12 and all(len(g) == 2 for g in kept["lr_gaps"])
+    chosen = analyse(kept, "val_loss", n_boot=800).groups[0]["loss_star_ci"]
+    single = analyse(kept.drop(columns="lr_gaps"), "val_loss", n_boot=800).groups[0]["loss_star_ci"]
+    assert chosen[0] < single[0] - 0.005 and chosen[1] < single[1]
