@@ -196,7 +196,16 @@ def show_plan(spec, sweep_dir, runs, configs, states, note) -> int | None:
     print(format_table(runs, {rid: s for rid, (s, _, _) in states.items()}, unique))
     if note:
         print(note)
-    over = [r for r in runs if r.tokens > unique] if unique else []  # would repeat data
+    cap = spec.sizes.max_epochs
+    over = [r for r in runs if r.tokens > (cap or 1.0) * unique] if unique else []
+    if over and cap is not None:  # a point that repeats its data is another experiment
+        worst = max(over, key=lambda r: r.tokens)
+        raise ConfigError(
+            f"sweep.sizes.max_epochs={cap:g}: {len(over)} run(s) would train on more than "
+            f"{cap:g} epoch(s) of the corpus's {unique:,} training tokens (e.g. {worst.name}: "
+            f"{worst.tokens / unique:.2f} epochs); use a larger corpus, lower the budgets, or "
+            "shift the sizes (sizes.tokens_per_param)"
+        )
     if over:
         print(
             f"warning: {len(over)} run(s) would train on more than one epoch of the "

@@ -101,7 +101,9 @@ def plan(
                 )
                 for d in widths
             ]
-            chosen, target = bracket(spec, budget, cands)
+            pairs = spec.sparsity.expert_pairs()
+            tpp = spec.sizes.rule(pairs.index((E, K)), len(pairs), E / K)
+            chosen, target = bracket(spec, budget, cands, tpp)
             seeds = list(spec.seeds)
             if spec.replicated(budget, 1 - K / E):
                 seeds += [s for s in spec.replicates.seeds if s not in seeds]
@@ -121,22 +123,19 @@ def rule_n(spec: SweepSpec, tc) -> int:
     return getattr(account(tc.model), spec.sizes.param_count)
 
 
-def bracket(spec: SweepSpec, budget: float, cands: list) -> tuple[list, float]:
+def bracket(spec: SweepSpec, budget: float, cands: list, tpp: float) -> tuple[list, float]:
     """The ``count`` candidates centred on the rule's optimum at this budget, and that optimum.
 
-    The optimum is the N where C / (flops_per_token(N) * N) = tokens_per_param, interpolated
-    in log N between family members."""
+    The optimum is the N where C / (flops_per_token(N) * N) = tpp (the tokens per parameter
+    of this sparsity, SizesSpec.rule), interpolated in log N between family members."""
     sz = spec.sizes
-    ratios = [
-        math.log(budget / (tc.flops_per_token * rule_n(spec, tc)) / sz.tokens_per_param)
-        for tc in cands
-    ]
+    ratios = [math.log(budget / (tc.flops_per_token * rule_n(spec, tc)) / tpp) for tc in cands]
     ns = [math.log(rule_n(spec, tc)) for tc in cands]
     where = f"budget {budget:.3g}, E={cands[0].model.moe.num_experts} K={cands[0].model.moe.top_k}"
     if ratios[0] < 0:
         raise ConfigError(
             f"{where}: even the smallest model (d_model={cands[0].model.d_model}) gets fewer "
-            f"than {sz.tokens_per_param} tokens/param; raise the budget or lower "
+            f"than {tpp:.3g} tokens/param; raise the budget or lower "
             "sweep.family.d_model_min"
         )
     i = next((j for j, r in enumerate(ratios) if r < 0), None)

@@ -112,20 +112,51 @@ class SizesSpec(Typed):
     """Sizes per (budget, sparsity); >= 4 lets the parabola's interval be estimated."""
     spacing: float = 1.7
     """Ratio of N between neighbouring sizes."""
-    tokens_per_param: float = 20.0
-    """The rule for the predicted optimum: tokens = tokens_per_param x N."""
+    tokens_per_param: float | list[float] = 20.0
+    """The rule for the predicted optimum: tokens = tokens_per_param x N; one value, or one
+    per sparsity level (in the order of sweep.sparsity)."""
+    tokens_per_param_exponent: float = 0.0
+    """A prior for sparse optima: at E = 1/(1-S) the rule's tokens_per_param is multiplied by
+    E^exponent, so sparser groups centre on fewer active parameters trained on more tokens
+    (Abnar et al.; the joint-MoE law at 1e16 has D/N ~8 dense vs ~180 at E=16: exponent ~1.1).
+    0: every sparsity is centred on the same active sizes."""
     param_count: ParamCount = "params_active_non_embedding"
     """Which N the rule is about."""
     min_steps: int = 100
     """Refuse sizes that would train for fewer optimiser steps."""
+    max_epochs: float | None = 1.0
+    """Refuse a plan with a run that would see its corpus's training tokens more than this
+    many times (a scaling-law point that repeats its data is another experiment); null: warn."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        tpp = (
+            self.tokens_per_param
+            if isinstance(self.tokens_per_param, list)
+            else [self.tokens_per_param]
+        )
         check(
-            self.count >= 1 and self.spacing > 1 and self.tokens_per_param > 0,
+            self.count >= 1 and self.spacing > 1 and min(tpp) > 0,
             "sweep.sizes",
             "need count >= 1, spacing > 1, tokens_per_param > 0",
         )
+        check(
+            self.max_epochs is None or self.max_epochs > 0,
+            "sweep.sizes.max_epochs",
+            "must be > 0 (or null)",
+        )
+
+    def rule(self, level: int, n_levels: int, experts: float) -> float:
+        """The tokens per parameter the optimum rule uses at sparsity level ``level``."""
+        tpp = self.tokens_per_param
+        if isinstance(tpp, list):
+            check(
+                len(tpp) == n_levels,
+                "sweep.sizes.tokens_per_param",
+                f"give one value per sparsity level ({n_levels}), got {len(tpp)}",
+            )
+            tpp = tpp[level]
+        return float(tpp) * experts**self.tokens_per_param_exponent
 
 
 @dataclass

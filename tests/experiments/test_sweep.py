@@ -335,3 +335,30 @@ def test_lr_grid_auto_extends_the_grid_where_the_best_is_at_its_edge(tmp_path):
         _finish_tuning(tmp_path / "runs", grown2, best)  # 1.6e-2 loses: the best is interior
         runs, _, note = plan_sweep(spec, SweepDir(tmp_path))
     assert {r.budget for r in runs} == {1e10, 2e10} and "tuned points" in note
+
+
+@pytest.mark.parametrize(
+    "sizes", [{"tokens_per_param_exponent": 1.0}, {"tokens_per_param": [40.0, 160.0]}]
+)
+def test_each_sparsity_is_centred_on_its_own_optimum(sizes):
+    """The sparse optimum sits at fewer active parameters trained on more tokens: a prior per
+    sparsity centres its sizes there (same-active-sizes would make "N*_active flat" mechanical)."""
+    base = _plan(_spec("micro"))
+    spec = _spec("micro", sizes=_spec("micro").sizes.__dict__ | sizes)
+    runs = _plan(spec)
+
+    def active(rs, e):
+        return sorted(r.params_active for r in rs if r.budget == 1e10 and r.num_experts == e)
+
+    def centre(rs, e):
+        return float(np.mean(np.log(active(rs, e))))
+
+    assert abs(centre(base, 4) - centre(base, 1)) < 0.05  # the same active sizes before
+    assert centre(runs, 4) < centre(runs, 1) - np.log(1.4)  # the sparse group centred lower
+    assert active(runs, 1) == active(base, 1)  # dense unchanged
+
+
+def test_a_plan_past_the_corpus_is_refused(tmp_path):
+    out = _sweep(tmp_path, "action=plan", "sweep.budgets=[1e13]", "sweep.family.d_model_max=256")
+    assert out.returncode == 2
+    assert "sweep.sizes.max_epochs=1: 2 run(s) would train on more than 1 epoch" in out.stderr
