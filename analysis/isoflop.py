@@ -196,6 +196,30 @@ def _slope(s: np.ndarray, ls: np.ndarray) -> np.ndarray:
     return (ls * sc).sum(-1) / (sc * sc).sum()
 
 
+SHAPE_SIZES = 5  # sizes a group needs for a cubic beside its parabola (shape uncertainty)
+
+
+def _other_shape(g: Group) -> Group:
+    other = Group(g.budget, g.C, g.sparsity, g.runs, degree=5 - g.degree)
+    other.y = g.y
+    return other
+
+
+def _bootstrap(g: Group, scale: np.ndarray, rng) -> dict:
+    """One group's bootstrap fits, redrawn around its own fitted curve."""
+    (fit,) = _fit_all([g], [g.y])
+    return _fit_all([g], [fitted(g.x, fit["coef"]) + _draw_noise(g, scale, rng)])[0]
+
+
+def _union(a: list | None, b: list | None) -> list | None:
+    """The smallest interval holding both (None sides: unbounded)."""
+    if a is None or b is None:
+        return a or b
+    lo = None if a[0] is None or b[0] is None else min(a[0], b[0])
+    hi = None if a[1] is None or b[1] is None else max(a[1], b[1])
+    return [lo, hi]
+
+
 def _draw_noise(g: Group, scale: np.ndarray, rng) -> np.ndarray:
     """(B, runs) noise for one group's replicates. A run kept as the best of several learning
     rates is drawn as the best of several: every LR's run of its point is redrawn (at the gap
@@ -205,9 +229,8 @@ def _draw_noise(g: Group, scale: np.ndarray, rng) -> np.ndarray:
     gaps = g.runs["lr_gaps"].tolist() if "lr_gaps" in g.runs else [[]] * len(g.y)
     for j, gap in enumerate(gaps):
         if gap:
-            others = (
-                np.asarray(gap)[None, :] + rng.normal(size=(len(scale), len(gap))) * scale[:, None]
-            )
+            draws = rng.normal(size=(len(scale), len(gap)))
+            others = np.asarray(gap)[None, :] + draws * scale[:, None]
             z[:, j] = np.minimum(z[:, j], others.min(axis=1))
     return z
 
@@ -266,6 +289,15 @@ def analyse(
             for p, g in zip(point, groups)
         ],
     )
+    # Shape uncertainty: where a group has sizes enough for either curve, the other curve's
+    # bootstrap too, and the intervals of N*, L* (and the C-exponents) cover both. A parabola
+    # that passes its lack-of-fit test can still put N* off an asymmetric optimum by more than
+    # its own interval (measured: analysis/coverage.py, preset asymmetric).
+    alt = [_other_shape(g) if len(g.sizes) >= SHAPE_SIZES else None for g in groups]
+    alt_boot = [
+        _bootstrap(a, scales[a.budget], rng) if a is not None and a.budget in scales else None
+        for a in alt
+    ]
     rows = []
     for i, (g, p) in enumerate(zip(groups, point)):
         ok, reason = bracket(g)
@@ -285,9 +317,13 @@ def analyse(
             "coef": p["coef"].tolist(),
             "coef_active": p["coef_active"].tolist(),
         }
+        mine, other = boot[i], alt_boot[i]
         for key in ("n_star", "n_star_active", "loss_star", "d_star"):
             row[key] = float(p[key])
-            row[f"{key}_ci"] = _interval(key, boot[i][key], level) if boot[i] else None
+            row[f"{key}_ci"] = _interval(key, mine[key], level) if mine else None
+            if mine and other:
+                row[f"{key}_ci"] = _union(row[f"{key}_ci"], _interval(key, other[key], level))
+        row["shape_uncertainty"] = bool(mine and other)
         if all_runs is not None:
             row["failed"] = _failed_in(all_runs, g, loss)
         rows.append(row)
@@ -298,7 +334,7 @@ def analyse(
         _pooled(groups, by_budget),
         "; ".join(f"C={b:.4g}: {r}" for b, r in reasons.items()) or None,
         _slopes(rows, keep, point, boot, level),
-        _scaling(rows, keep, point, boot, level),
+        _scaling(rows, keep, point, boot, level, alt_boot),
         noise_by_budget=by_budget,
         effects=sparsity_effects(rows, keep, point, boot, level, design_df, loss),
     )
@@ -354,7 +390,7 @@ def _slopes(rows, keep, point, boot, level) -> dict:
     return out
 
 
-def _scaling(rows, keep, point, boot, level) -> dict:
+def _scaling(rows, keep, point, boot, level, alt_boot=None) -> dict:
     """Per sparsity: exponents of N*, N*_active and D* in C over bracketed budgets."""
     out = {}
     for s in sorted({r["sparsity"] for r in rows}):
@@ -372,9 +408,11 @@ def _scaling(rows, keep, point, boot, level) -> dict:
                 reps = (
                     _slope(lc, np.log(np.stack([boot[i][key] for i in idx], -1))) if whole else None
                 )
-            entry[key] = {
-                "exponent": float(est),
-                "ci": percentile_interval(reps, level) if whole else None,
-            }
+            ci = percentile_interval(reps, level) if whole else None
+            if whole and alt_boot and all(alt_boot[i] for i in idx):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    other = _slope(lc, np.log(np.stack([alt_boot[i][key] for i in idx], -1)))
+                ci = _union(ci, percentile_interval(other, level))
+            entry[key] = {"exponent": float(est), "ci": ci}
         out[f"{s:.4f}"] = entry
     return out

@@ -9,7 +9,9 @@
 - **Heavy tails.** Where some seeds leave a plateau late, a few replicate pairs differ by many
   times what the rest do: the Gaussian model behind the intervals does not hold. A budget whose
   replicate deviations have a standard deviation over HEAVY_TAIL_RATIO times their robust
-  (median-absolute-deviation) scale is *transition-dominated*: no intervals, and a label.
+  (median-absolute-deviation) scale is *transition-dominated*: no intervals, and a label. Milder tails
+  are not caught: with Student-t noise (3 degrees of freedom) L* intervals cover 0.86 of the
+  time, not 0.95 (docs/statistics.md).
 - **Lack of fit.** With replicates, a group's parabola is tested against the pure error (an F
   test of the size means' departure from the parabola): a curve that is not a parabola in log N
   (asymmetric, as real IsoFLOP curves can be) is detected, and its optimum is taken from a
@@ -24,7 +26,7 @@ import numpy as np
 from scipy import stats
 
 MIN_OWN_DF = 3  # replicate degrees of freedom a budget needs for a noise of its own
-HEAVY_TAIL_RATIO = 2.0  # sd / robust scale of replicate deviations above this: heavy tails
+HEAVY_TAIL_RATIO = 2.0  # sd / robust scale of replicate deviations above this: no intervals
 HEAVY_TAIL_MIN_DF = 6  # fewer replicate degrees of freedom cannot tell tails apart
 LOF_LEVEL = 0.05  # a parabola whose lack-of-fit p-value is below this is rejected
 

@@ -99,6 +99,7 @@ class LawStudy:
     family: Family | None  # exact FLOPs of the table's family, for optima
     sparsity: np.ndarray  # S of each fitted run
     misspecified: str | None = None  # why no optimum is reported (the fit-quality gate)
+    resampled: str = "runs"  # the bootstrap's unit: runs, or (budget, sparsity, seed) clusters
 
     def to_json(self) -> dict:
         return {
@@ -113,7 +114,7 @@ class LawStudy:
             "flags": self.flags,
             "n_bootstrap": len(self.thetas),
             "bootstrap_other_basin_fraction": self.other_basin,
-            "bootstrap": "resampling (budget, sparsity, seed) clusters of runs",
+            "bootstrap": f"resampling {self.resampled}",
             "trained_sparsity_range": list(self.s_range),
             "misspecified": self.misspecified,
         }
@@ -197,7 +198,7 @@ def study_law(
     if law.name == "joint_moe":
         law = _profile_joint(data, loss, max_inits)
     point = fit_law(law, data, loss, max_inits=max_inits, seed=seed)
-    clusters = _clusters(df)
+    clusters, resampled = _clusters(df)
     thetas, other = bootstrap(
         law, data, loss, point, n_boot=n_boot, workers=workers, seed=seed, clusters=clusters
     )
@@ -254,15 +255,25 @@ def study_law(
         family,
         s,
         misfit,
+        resampled,
     )
 
 
-def _clusters(df: pd.DataFrame) -> np.ndarray | None:
-    """A label per run for the cluster bootstrap: its (budget, sparsity, seed)."""
+MIN_CLUSTERS = 8  # fewer clusters than this and resampling them cannot vary the fit enough
+
+
+def _clusters(df: pd.DataFrame) -> tuple[np.ndarray | None, str]:
+    """A label per run for the cluster bootstrap, its (budget, sparsity, seed), and what is
+    resampled. Without budgets (a table of N, D points) or with fewer than MIN_CLUSTERS
+    clusters, runs are resampled one by one: resampling one or two clusters would redraw the
+    same table every time and make every interval a point."""
+    if "budget_group" not in df:
+        return None, "runs (the table has no budgets to cluster by)"
     keys = [k for k in ("budget_group", "sparsity", "seed") if k in df]
-    if not keys:
-        return None
-    return df.groupby(keys, sort=False).ngroup().to_numpy()
+    labels = df.groupby(keys, sort=False).ngroup().to_numpy()
+    if len(np.unique(labels)) < MIN_CLUSTERS:
+        return None, f"runs (only {len(np.unique(labels))} (budget, sparsity, seed) clusters)"
+    return labels, "(budget, sparsity, seed) clusters of runs"
 
 
 def _fpt(st: LawStudy, n: np.ndarray, s: float) -> np.ndarray:
