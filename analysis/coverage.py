@@ -25,14 +25,15 @@ Presets (``--preset``):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis.isoflop import analyse
+from experiments.files import atomic_write_json
 
 
 @dataclass
@@ -210,9 +211,8 @@ def main() -> None:
         print(
             f"{'':<11} ({a.replications} designs, {a.bootstrap} draws, {time.perf_counter() - t0:.0f} s)"
         )
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(table, f, indent=1)
+        if a.json:  # after every preset: an interrupted run keeps what it measured
+            atomic_write_json(Path(a.json), table)
 
 
 if __name__ == "__main__":

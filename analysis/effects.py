@@ -30,8 +30,11 @@ def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (y * xc).sum(-1) / (xc * xc).sum()
 
 
-def sparsity_effects(rows, keep, point, boot, level, design_df, loss) -> dict:
+def sparsity_effects(rows, keep, point, boot, level, design_df, loss, draws=None) -> dict:
+    """Per budget: the effect entries; ``draws`` (if given) receives each interval's bootstrap
+    draws under (budget, "per_doubling") and (budget, "vs_dense@S")."""
     out = {}
+    draws = {} if draws is None else draws
     for b in sorted({r["budget"] for r in rows}):
         idx = [i for i in keep if rows[i]["budget"] == b]
         entry: dict = {}
@@ -40,28 +43,28 @@ def sparsity_effects(rows, keep, point, boot, level, design_df, loss) -> dict:
         if len(np.unique(s)) >= 2:
             x = doublings(s)
             entry["per_doubling"] = float(_slope(x, np.array([point[i]["loss_star"] for i in idx])))
-            entry["per_doubling_ci"] = (
-                percentile_interval(
-                    _slope(x, np.stack([boot[i]["loss_star"] for i in idx], axis=-1)), level
-                )
-                if whole
-                else None
-            )
+            entry["per_doubling_ci"] = None
+            if whole:
+                reps = _slope(x, np.stack([boot[i]["loss_star"] for i in idx], axis=-1))
+                draws[(f"{b:.4g}", "per_doubling")] = reps
+                entry["per_doubling_ci"] = percentile_interval(reps, level)
         dense = [i for i in idx if rows[i]["sparsity"] == 0]
         if dense:
             d = dense[0]
-            entry["vs_dense"] = {
-                f"{rows[i]['sparsity']:.4f}": {
+            entry["vs_dense"] = {}
+            for i in idx:
+                if i == d:
+                    continue
+                key = f"{rows[i]['sparsity']:.4f}"
+                delta: dict = {
                     "delta": float(point[i]["loss_star"] - point[d]["loss_star"]),
-                    "ci": (
-                        percentile_interval(boot[i]["loss_star"] - boot[d]["loss_star"], level)
-                        if boot[i] and boot[d]
-                        else None
-                    ),
+                    "ci": None,
                 }
-                for i in idx
-                if i != d
-            }
+                if boot[i] and boot[d]:
+                    reps = boot[i]["loss_star"] - boot[d]["loss_star"]
+                    draws[(f"{b:.4g}", f"vs_dense@{key}")] = reps
+                    delta["ci"] = percentile_interval(reps, level)
+                entry["vs_dense"][key] = delta
         entry["paired"] = paired_contrasts(design_df[design_df["budget_group"] == b], loss, level)
         out[f"{b:.4g}"] = entry
     return out

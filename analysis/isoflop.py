@@ -154,6 +154,9 @@ class IsoflopResult:
     skipped: str | None = None
     noise_by_budget: dict = field(default_factory=dict)  # budget -> BudgetNoise
     effects: dict = field(default_factory=dict)  # budget -> the sparsity effect (analysis/effects)
+    # (budget, contrast) -> the effect's bootstrap draws: a comparison of two tables takes the
+    # interval of a difference from these (independent draws of independent studies)
+    effect_draws: dict = field(default_factory=dict)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.groups)
@@ -329,6 +332,7 @@ def analyse(
         rows.append(row)
     keep = [i for i, r in enumerate(rows) if r["bracketed"]]
     reasons = {b: bn.reason for b, bn in by_budget.items() if bn.reason}
+    draws: dict = {}
     return IsoflopResult(
         rows,
         _pooled(groups, by_budget),
@@ -336,7 +340,8 @@ def analyse(
         _slopes(rows, keep, point, boot, level),
         _scaling(rows, keep, point, boot, level, alt_boot),
         noise_by_budget=by_budget,
-        effects=sparsity_effects(rows, keep, point, boot, level, design_df, loss),
+        effects=sparsity_effects(rows, keep, point, boot, level, design_df, loss, draws),
+        effect_draws=draws,
     )
 
 

@@ -16,60 +16,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from analysis import figures
-from analysis.collect import TableError, done_runs, load_table, require_columns, write_table
-from analysis.design import add_column_args, columns_from, group_budgets, n_columns, prepare
-from analysis.fit import HUBER_DELTA
+from analysis.collect import TableError, write_table
+from analysis.design import add_column_args, columns_from
 from analysis.flops import CONVENTIONS
-from analysis.isoflop import analyse
 from analysis.laws import LAWS, Columns
 from analysis.render import clean, render
-from analysis.study import LawStudy, bootstrap_samples, law_optima, s_star_curves, study_law
+from analysis.source import analyse_source
+from analysis.study import LawStudy, bootstrap_samples, s_star_curves
 
 DEFAULT_LAWS = ("chinchilla", "apple", "joint_moe")
-
-
-def _with_groups(table: pd.DataFrame, cols: Columns, n_convention: str, n_col, tol) -> pd.DataFrame:
-    """Every run (failed ones too) with its N columns and IsoFLOP budget, for the listings."""
-    t = table.copy()
-    if "sparsity" not in t:
-        t["sparsity"] = 0.0
-    try:
-        t["N_total"], t["N_active"] = n_columns(t, n_convention, n_col)
-    except (ValueError, KeyError):
-        return t.iloc[0:0]
-    if cols.budget in t:
-        t["budget_group"] = group_budgets(t[cols.budget].astype(float).to_numpy(), tol)
-    return t
-
-
-def _law_studies(df, laws, cols, n_given, n_boot, max_inits, seed, n_convention, flops, sigma=None):
-    """Each requested law; Chinchilla separately at every sparsity level (never pooled)."""
-    out = {}
-    for name in laws:
-        parts = [(name, df)]
-        if name == "chinchilla" and cols.S in df and df[cols.S].nunique() > 1:
-            parts = [
-                (f"chinchilla@S={s:.4f}", sub.reset_index(drop=True))
-                for s, sub in df.groupby(cols.S)
-            ]
-        for label, sub in parts:
-            out[label] = study_law(
-                sub,
-                name,
-                cols,
-                n_given,
-                n_boot,
-                max_inits,
-                seed=seed,
-                label=label,
-                n_convention=n_convention,
-                flops_convention=flops,
-                replicate_sigma=sigma,
-            )
-    return out
 
 
 def build_report(
@@ -91,83 +48,40 @@ def build_report(
     cols = cols or Columns()
     out = Path(out)
     fig_dir = out / "figures"
-    table, skipped = load_table(source)
-    if table.empty:
-        raise TableError(
-            f"no readable runs in {source}"
-            + (f" ({len(skipped)} run directories skipped)" if skipped else "")
-        )
-    df = done_runs(table, cols.loss)
-    require_columns(df, [c for c in (cols.D,) if not n_given or c], "the analysis")
-    n_col = cols.N if n_given else None
-    design = prepare(
-        df, cols.loss, cols.budget, n_convention, flops_convention, n_col, budget_tolerance
+    a = analyse_source(
+        source,
+        laws,
+        cols,
+        n_given,
+        n_boot,
+        max_inits,
+        budgets,
+        not_in_plan,
+        n_convention,
+        flops_convention,
+        budget_tolerance,
+        seed,
     )
-    df = design.df
-    df["expansion"] = 1.0 / (1.0 - df["sparsity"].astype(float))
-    write_table(table, out)
-    label = f"{len(source)} planned run directories" if isinstance(source, list) else str(source)
-    fits: dict = {
-        "source": label,
-        "n_runs": len(table),
-        "n_fitted": len(df),
-        "n_convention": n_convention if not n_given else f"column {cols.N}",
-        "flops_convention": flops_convention,
-        "notes": design.notes,
-        "learning_rates": design.lr,
-        "repeated_runs": design.repeated,
-        "not_in_plan": not_in_plan or [],
-        "huber_delta": HUBER_DELTA,
-        "skipped": [{"run": r, "reason": why} for r, why in skipped],
-        "laws": {},
-    }
+    df, fits, iso = a.df, a.fits, a.iso
+    write_table(a.table, out)
     figs: list[tuple[str, Path]] = []
-    iso = None
-    if cols.budget in table and {"tokens", "sparsity"} <= set(df):
-        all_runs = _with_groups(table, cols, n_convention, n_col, budget_tolerance)
-        iso = analyse(df, cols.loss, all_runs, n_boot=n_boot, seed=seed)
-        fits["isoflop"] = {
-            "groups": iso.groups,
-            "noise": iso.noise and vars(iso.noise),
-            "noise_by_budget": {f"{b:.4g}": n.to_json() for b, n in iso.noise_by_budget.items()},
-            "sparsity_effect": iso.effects,
-            "no_interval_reason": iso.no_interval_reason,
-            "loss_star_vs_sparsity": iso.slopes,
-            "size_scaling": iso.scaling,
-            "skipped": iso.skipped,
-        }
-        if iso.groups:
-            frame = iso.frame()
-            figs.append(
-                (
-                    "IsoFLOP curves (total parameters)",
-                    figures.isoflop_curves(df, frame, fig_dir, cols.loss),
-                )
-            )
-            figs.append(
-                (
-                    "IsoFLOP curves (active parameters)",
-                    figures.isoflop_curves(df, frame, fig_dir, cols.loss, active=True),
-                )
-            )
-            figs.append(("L* vs sparsity", figures.loss_star_vs_sparsity(frame, fig_dir)))
-            figs.append(
-                ("N* and N*_active vs sparsity", figures.n_star_vs_sparsity(frame, fig_dir))
-            )
-    else:
-        fits["isoflop"] = {"skipped": f"the table has no {cols.budget!r}/tokens/sparsity columns"}
-    budgets = budgets or (sorted(df["C"].unique().tolist()) if "C" in df else [])
-    sigma = iso.noise.sigma if iso and iso.noise and iso.noise.source == "replicates" else None
-    studies = _law_studies(
-        df, laws, cols, n_given, n_boot, max_inits, seed, n_convention, flops_convention, sigma
-    )
-    for name, st in studies.items():
-        fits["laws"][name] = st.to_json()
+    if iso is not None and iso.groups:
+        frame = iso.frame()
+        figs += [
+            (
+                "IsoFLOP curves (total parameters)",
+                figures.isoflop_curves(df, frame, fig_dir, cols.loss),
+            ),
+            (
+                "IsoFLOP curves (active parameters)",
+                figures.isoflop_curves(df, frame, fig_dir, cols.loss, active=True),
+            ),
+            ("L* vs sparsity", figures.loss_star_vs_sparsity(frame, fig_dir)),
+            ("N* and N*_active vs sparsity", figures.n_star_vs_sparsity(frame, fig_dir)),
+        ]
+    for name, st in a.studies.items():
         if not isinstance(st, LawStudy):
             continue
-        n_fixed = _isoflop_n(iso, st.law.n_kind) if iso else {}
-        if not st.misspecified:  # the gate: no optimum of a law that misses these runs
-            fits["laws"][name]["optima"] = law_optima(st, budgets, n_fixed)
         pred = st.law.predict(st.theta, st.data)
         figs.append((f"{name} fit", figures.law_fit(st, pred, fig_dir, st.sparsity)))
         figs.append(
@@ -182,9 +96,7 @@ def build_report(
                 ),
             )
         )
-        lo, hi = st.data["N"].min(), st.data["N"].max()
-        grid = np.exp(np.linspace(np.log(lo) - 1, np.log(hi) + 1, 30))
-        curves = s_star_curves(st, budgets, grid) if not st.misspecified else None
+        curves = law_s_star_curves(st, a.budgets)
         if curves:
             figs.append(
                 (f"S* vs N ({name})", figures.s_star_vs_n(curves, fig_dir, name, st.s_range))
@@ -196,14 +108,14 @@ def build_report(
     return report
 
 
-def _isoflop_n(iso, kind: str) -> dict[float, float]:
-    """Per budget (convention's C): the geometric mean N* of its bracketed groups."""
-    key = "n_star" if kind == "total" else "n_star_active"
-    out: dict[float, list] = {}
-    for g in iso.groups:
-        if g["bracketed"] and np.isfinite(g[key]):
-            out.setdefault(g["C"], []).append(np.log(g[key]))
-    return {c: float(np.exp(np.mean(v))) for c, v in out.items()}
+def law_s_star_curves(st: LawStudy, budgets: list[float]) -> dict | None:
+    """S*(N) at each budget over the trained N range widened e-fold each side; None for a
+    misspecified law (the gate)."""
+    if st.misspecified:
+        return None
+    lo, hi = st.data["N"].min(), st.data["N"].max()
+    grid = np.exp(np.linspace(np.log(lo) - 1, np.log(hi) + 1, 30))
+    return s_star_curves(st, budgets, grid)
 
 
 def main(argv=None) -> None:

@@ -249,3 +249,57 @@ def test_analysis_runs_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def _replicated(budgets, planted_per_doubling=0.0, seeds=3, offset=0):
+    """Independent noise per seed (sweep_table's draw for each), plus a planted sparsity
+    effect: planted_per_doubling x log2(E) added to every loss."""
+    parts = []
+    for k in range(seeds):
+        t = sweep_table(budgets=budgets, sparsities=(0.0, 0.75, 0.9375), seed=offset + k)
+        t["seed"], t["run_id"] = k, t["run_id"] + f"s{k}"
+        t["val_loss"] += planted_per_doubling * np.log2(t["num_experts"])
+        parts.append(t)
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_compare_aligns_budgets_and_recovers_a_planted_difference(tmp_path):
+    """Two studies with different budgets (sharing 1e19): one table, a column each, the
+    common budget on one row, and the difference of their sparsity effects with an interval
+    that holds the planted difference (+0.02 per doubling of E) and excludes zero."""
+    a, b = tmp_path / "a" / "runs.csv", tmp_path / "b" / "runs.csv"
+    for path, table in (
+        (a, _replicated((1e18, 1e19))),
+        (b, _replicated((1e19, 1e20), 0.02, 3, 10)),
+    ):
+        path.parent.mkdir()
+        table.to_csv(path, index=False)
+    out = tmp_path / "cmp"
+    text = compare([a, b], ["chinchilla"], Columns(), False, 200, None, out=out)
+    effect = text[text.index("== effect") :].splitlines()[1]  # the effect table's header
+    assert effect.index("a/runs.csv") < effect.index("b/runs.csv − a/runs.csv")
+    common = next(x for x in text.splitlines() if x.startswith("C=1e+19 S=0 L*"))
+    assert common.count("[") == 2  # both sources' L* on the shared budget's row
+    only_a = next(x for x in text.splitlines() if x.startswith("C=1e+18 S=0 L*"))
+    assert only_a.count("[") == 1 and "–" in only_a
+    rows = pd.read_csv(out / "compare.csv")
+    diff = rows[
+        (rows["source"] == "b/runs.csv − a/runs.csv") & (rows["row"] == "per doubling of E")
+    ]
+    assert len(diff) == 1  # only the shared budget has a difference
+    lo, hi = diff[["lo", "hi"]].iloc[0]
+    assert lo <= 0.02 <= hi and lo > 0, (lo, hi)
+    # the per-sparsity Chinchilla fits of the report, per source
+    assert {"law chinchilla@S=0.0000", "law chinchilla@S=0.9375"} <= set(rows["section"])
+    for name in ("loss_star_vs_e", "n_star_vs_e", "n_star_active_vs_e"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 0
+    assert "compare.csv" not in (out / "compare.md").read_text()
+    assert json.loads((out / "compare.json").read_text())["rows"]
+
+
+def test_compare_needs_two_sources(tmp_path, capsys):
+    from analysis.compare import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path)])
+    assert e.value.code == 2 and "two or more" in capsys.readouterr().err
