@@ -25,6 +25,7 @@ import pandas as pd
 from analysis.collect import TableError, refuse_bad_numbers
 from analysis.flops import flops_per_token
 from analysis.laws import Columns
+from analysis.schedules import split_controls
 
 N_CONVENTIONS = ("non_embedding", "with_embedding")
 
@@ -58,6 +59,7 @@ class Design:
     notes: list[str] = field(default_factory=list)
     lr: dict | None = None  # best-LR selection summary
     repeated: list[str] = field(default_factory=list)  # runs trained past one epoch
+    controls: pd.DataFrame | None = None  # runs of another schedule (analysis/schedules.py)
 
 
 def n_columns(df: pd.DataFrame, convention: str, n_col: str | None) -> tuple[pd.Series, pd.Series]:
@@ -201,6 +203,7 @@ def prepare(
                 f"FLOPs convention needs what it lacks: {str(e).strip(chr(39))})"
             )
         df["C"] = df.groupby(["budget_group"])["C_run"].transform("median")
+        df, design.controls = split_controls(df, notes)
         df, design.lr = best_lr(df, loss)
         if design.lr:
             notes.append(

@@ -224,6 +224,23 @@ def _law(name: str, e: dict, delta: float) -> list[str]:
     return [*lines, ""]
 
 
+def _schedule(sched: dict | None) -> list[str]:
+    """How the runs were trained, where it is not one cosine run each."""
+    if not sched:
+        return []
+    lines = [
+        f"- schedule: {sched['schedule']}; {sched['branches']} run(s) branched from "
+        f"{sched['trunks']} trunk(s) (a trunk and its branches are one cluster in the law "
+        "bootstraps)"
+    ]
+    for s, d in (sched.get("minus_controls") or {}).items():
+        lines.append(
+            f"- {sched['schedule']} minus cosine control at S={float(s):.4g}: {num(d['mean'])} "
+            f"{ci(d['ci'])} ({d['pairs']} pairs)"
+        )
+    return lines
+
+
 def render(fits: dict, figs, out: Path) -> str:
     lines = [
         "# Scaling-law report\n",
@@ -242,6 +259,7 @@ def render(fits: dict, figs, out: Path) -> str:
         )
     if fits.get("repeated_runs"):
         lines.append(f"- repeated data (more than one epoch): {fits['repeated_runs']}")
+    lines += _schedule(fits.get("schedule"))
     if fits.get("not_in_plan"):
         lines.append(f"- run directories not in the current plan (not used): {fits['not_in_plan']}")
     if fits["skipped"]:

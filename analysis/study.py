@@ -26,6 +26,7 @@ from analysis.fit import (
 )
 from analysis.flops import Family, six_n_flops
 from analysis.laws import JOINT_CONSTANTS, LAWS, Columns, Law, joint_moe, law_data
+from analysis.schedules import trunk_labels
 
 HOLDOUT_RATIO = 3.0  # held-out error this many times the in-sample error is flagged
 WIDE_LOG10 = 2.0  # a coefficient interval wider than 100x is flagged
@@ -270,10 +271,17 @@ def _clusters(df: pd.DataFrame) -> tuple[np.ndarray | None, str]:
     if "budget_group" not in df:
         return None, "runs (the table has no budgets to cluster by)"
     keys = [k for k in ("budget_group", "sparsity", "seed") if k in df]
-    labels = df.groupby(keys, sort=False).ngroup().to_numpy()
-    if len(np.unique(labels)) < MIN_CLUSTERS:
-        return None, f"runs (only {len(np.unique(labels))} (budget, sparsity, seed) clusters)"
-    return labels, "(budget, sparsity, seed) clusters of runs"
+    labels = "g" + df.groupby(keys, sort=False).ngroup().astype(str)
+    what = "(budget, sparsity, seed) clusters of runs"
+    trunks = trunk_labels(df)
+    if trunks is not None:  # a trunk and its branches move together, whatever their budget
+        labels = ("t" + trunks.astype(str)).where(trunks.notna(), labels)
+        what = "clusters of runs: a WSD trunk with its branches, else (budget, sparsity, seed)"
+    codes = pd.factorize(labels)[0]
+    n = len(np.unique(codes))
+    if n < MIN_CLUSTERS:
+        return None, f"runs (only {n} clusters)"
+    return codes, what
 
 
 def _fpt(st: LawStudy, n: np.ndarray, s: float) -> np.ndarray:

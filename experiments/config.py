@@ -22,6 +22,7 @@ from models.typed import from_dict as build
 Schedule = Literal["cosine", "wsd", "constant"]
 SCHEDULES = choices(Schedule)
 KeepFinal = Literal["none", "weights", "checkpoint"]
+DecayShape = Literal["linear", "1-sqrt"]
 Parallel = Literal["auto", "ddp", "fsdp"]
 
 
@@ -48,7 +49,13 @@ class OptimConfig(Typed):
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of lr (cosine and wsd)."""
     decay_fraction: float = 0.2
-    """WSD: the last fraction of steps decays linearly."""
+    """WSD: the last fraction of steps decays (decay_shape)."""
+    decay_shape: DecayShape = "linear"
+    """WSD's decay: linear, or 1-sqrt (Hägele et al. 2024: lr x (1 - sqrt(progress)), to
+    min_lr_ratio), which they found to track cosine more closely."""
+    warmup_steps: int | None = None
+    """Warmup in steps, whatever the run's length (None: warmup_fraction of its steps). Runs
+    branched from one trunk share it, so they agree with the trunk step for step."""
     name: str = "adamw"
     """The optimizer (experiments/trainer/optim.py: @register_optimizer adds one)."""
     lr_multipliers: dict = field(default_factory=dict)
@@ -79,6 +86,11 @@ class OptimConfig(Typed):
             check(getattr(self, name) >= 0, f"optim.{name}", "must be >= 0")
         for name in ("warmup_fraction", "decay_fraction"):
             check(0 <= getattr(self, name) < 1, f"optim.{name}", "must be in [0, 1)")
+        check(
+            self.warmup_steps is None or self.warmup_steps >= 0,
+            "optim.warmup_steps",
+            "must be >= 0 (or null)",
+        )
 
 
 @dataclass
@@ -178,6 +190,17 @@ class RunConfig(Typed):
     trackers: list[str] = field(default_factory=list)
     """Live trackers fed the metrics rows (experiments/trainer/trackers.py): tensorboard,
     wandb (offline unless WANDB_API_KEY or WANDB_MODE says otherwise). Never fail a run."""
+    keep_steps: list[int] = field(default_factory=list)
+    """Keep the training state at exactly these steps (branch-point-<step>.pt), for runs
+    branched from this one; each branch removes its point once it holds its own checkpoint."""
+    branch_from: str | None = None
+    """Start from another run's state at run.branch_step instead of from scratch: its run id
+    (a sibling directory of this run's) or its directory. That run must be this run's config
+    but for its length (a WSD trunk); the branch then equals this run trained from scratch."""
+    branch_step: int | None = None
+    """The step of run.branch_from to start from (where this run's decay begins)."""
+    branch_wait_s: float = 86400.0
+    """How long a branch waits for its trunk to reach run.branch_step before failing."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -190,6 +213,18 @@ class RunConfig(Typed):
         )
         check(self.gpu_slots >= 1, "run.gpu_slots", "must be >= 1")
         check(self.threads is None or self.threads >= 1, "run.threads", "must be >= 1 (or null)")
+        check(all(k >= 1 for k in self.keep_steps), "run.keep_steps", "steps must be >= 1")
+        check(
+            (self.branch_from is None) == (self.branch_step is None),
+            "run.branch_from",
+            "give run.branch_from and run.branch_step together",
+        )
+        check(
+            self.branch_step is None or self.branch_step >= 1,
+            "run.branch_step",
+            "must be >= 1",
+        )
+        check(self.branch_wait_s >= 0, "run.branch_wait_s", "must be >= 0")
         from experiments.trainer.callbacks import check_names
 
         wrong = check_names(self.callbacks)
@@ -309,7 +344,36 @@ def from_dict(cfg: dict, check_steps: bool = True, read_corpus: bool = True) -> 
         )
     if check_steps:
         check_budget(tc)
+        check_branching(tc)
     return tc
+
+
+def check_branching(tc: TrainConfig) -> None:
+    """A branch equals its run trained from scratch only if the trunk's learning rate agreed
+    with its own up to the branch step: the same warmup in steps, and no decay yet."""
+    from experiments.trainer.optim import decay_start
+
+    run, optim = tc.run, tc.optim
+    late = [k for k in run.keep_steps if k >= tc.steps]
+    if late:
+        raise ConfigError(f"run.keep_steps: {late} not before the run's last step {tc.steps}")
+    if run.branch_step is None:
+        return
+    if optim.schedule not in ("wsd", "constant"):
+        raise ConfigError(
+            f"run.branch_from: a branch needs optim.schedule=wsd or constant (its LR before the "
+            f"decay must not depend on the run's length), got {optim.schedule}"
+        )
+    if optim.warmup_steps is None and optim.warmup_fraction > 0:
+        raise ConfigError(
+            "run.branch_from: set optim.warmup_steps (a warmup_fraction differs between a "
+            "branch and its longer trunk)"
+        )
+    if run.branch_step > decay_start(tc.steps, optim):
+        raise ConfigError(
+            f"run.branch_step={run.branch_step} is past this run's decay start "
+            f"{decay_start(tc.steps, optim)} (of {tc.steps} steps)"
+        )
 
 
 def check_budget(tc: TrainConfig, min_steps: int = 1) -> None:

@@ -126,6 +126,7 @@ class LoopState:
     """The training loop's own state, saved in every checkpoint."""
 
     step: int = 0
+    start_step: int = 0  # where this run began: 0, or its trunk's step for a branch
     first_loss: float | None = None
     wall_time_s: float = 0.0
     recent: list = field(default_factory=list)  # last training losses, for final_train_loss
@@ -198,6 +199,9 @@ class RunSummary:
     tokens: int = 0
     steps: int = 0
     planned_steps: int = 0
+    trained_flops: float = 0  # the FLOPs this run computed itself (a branch: from its trunk step)
+    branch_of: str | None = None  # the trunk run a branch started from
+    trunk_step: int | None = None  # the trunk's step it started from
     epochs: float | None = None  # tokens trained / unique training tokens
     unique_train_tokens: int | None = None
     sparsity: float = 0.0
@@ -316,6 +320,10 @@ class RunDir:
         self.progress = self.path / PROGRESS
         self.identity = self.path / IDENTITY
         self._lock: IO | None = None
+
+    def branch_point(self, step: int) -> Path:
+        """The training state kept at ``step`` for a run branched from this one."""
+        return self.path / f"branch-point-{step}.pt"
 
     def create(self) -> None:
         try:

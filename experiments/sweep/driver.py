@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.config import ConfigError, DataError, from_dict
 from experiments.files import atomic_write_json
 from experiments.record import run_id
+from experiments.sweep.branches import flops_summary, link_branches
 from experiments.sweep.launch import gpus, launch, launch_plan
 from experiments.sweep.lr_rule import MAX_LR_EXTENSIONS
 from experiments.sweep.mps import mps_daemon
@@ -57,6 +58,8 @@ PLANNER_KEYS = (
     "seed",
     "sweep_name",
 )
+BRANCH_RUN_KEYS = ("run.keep_steps", "run.branch_from", "run.branch_step")
+BRANCH_KEYS = ("optim.schedule", "optim.decay_fraction", "optim.decay_shape", "optim.warmup_steps")
 
 
 def make_plan(
@@ -68,7 +71,8 @@ def make_plan(
             f"sweep.name: {spec.name!r} must be letters, digits, '_', '-' or '.' "
             "(it names a folder under sweeps/)"
         )
-    clash = [o for o in spec.train if o.lstrip("+~").split("=")[0] in PLANNER_KEYS]
+    keys = PLANNER_KEYS + (BRANCH_KEYS if spec.schedule.kind == "wsd_branches" else ())
+    clash = [o for o in spec.train if o.lstrip("+~").split("=")[0] in keys + BRANCH_RUN_KEYS]
     if clash:
         raise ConfigError(
             f"sweep.train: {clash} set what the planner sets per run; "
@@ -86,6 +90,7 @@ def make_plan(
     configs = [compose_train(r.overrides) for r in runs]
     for r, tc in zip(runs, configs):
         r.run_id = run_id(tc.identity())
+    link_branches(runs)
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError("sweep: the plan holds duplicate runs (same config twice)")
@@ -194,8 +199,9 @@ def show_plan(spec, sweep_dir, runs, configs, states, note) -> int | None:
     unique = _unique_tokens(configs[0])
     print(f"sweep {spec.name}: {len(runs)} runs in {sweep_dir.path}")
     print(format_table(runs, {rid: s for rid, (s, _, _) in states.items()}, unique))
-    if note:
-        print(note)
+    for line in (flops_summary(runs), note):
+        if line:
+            print(line)
     cap = spec.sizes.max_epochs
     over = [r for r in runs if r.tokens > (cap or 1.0) * unique] if unique else []
     if over and cap is not None:  # a point that repeats its data is another experiment
@@ -245,7 +251,9 @@ def run_sweep(cfg: DictConfig) -> int:
             print(f"nothing to train: {format_status(states, names).splitlines()[0]}")
             break
         by_cost = {r.run_id: r.flops for r in runs}
-        todo.sort(key=lambda rid: -by_cost[rid])  # largest first: packs and balances better
+        branch = {r.run_id: r.role == "branch" for r in runs}
+        # largest first (packs and balances better); branches after every trunk has started
+        todo.sort(key=lambda rid: (branch[rid], -by_cost[rid]))
         cost = {r.run_id: tc for r, tc in zip(runs, configs)}
         user = list(HydraConfig.get().overrides.hydra)
         how = launch_plan(cfg, [cost[rid] for rid in todo], user, sweep_dir, unique or 0)

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from experiments.sweep.branches import branch_plan
 from experiments.sweep.spec import SweepSpec
 from models import ConfigError
 from models.accounting import account
@@ -39,6 +40,10 @@ class PlannedRun:
     lr: float
     batch_size: int
     run_id: str = ""
+    role: str = "run"  # run | trunk | branch | control (experiments/sweep/branches.py)
+    trunk: str = ""  # a branch's trunk (its planned name)
+    trunk_step: int = 0  # the trunk's step a branch starts from
+    trained_flops: float = 0.0  # what the run computes itself (a branch: its decay); 0: flops
 
 
 def size_overrides(
@@ -116,6 +121,8 @@ def plan(
                     for seed in seeds:
                         ov = size_overrides(spec, tc.model.d_model, E, K, seed, budget, lr, batch)
                         runs.append(_planned(spec, compose(ov), ov, target))
+    if spec.schedule.kind == "wsd_branches":
+        runs = branch_plan(spec, runs, compose, lambda tc, ov, t: _planned(spec, tc, ov, t))
     return runs
 
 
@@ -173,9 +180,10 @@ def _planned(spec: SweepSpec, tc, overrides: dict, target: float) -> PlannedRun:
     m = tc.model
     tokens = tc.steps * tc.tokens_per_step
     lr = f"_lr{tc.optim.lr:g}" if spec.lrs else ""
+    wsd = "_wsd" if tc.optim.schedule == "wsd" else ""
     return PlannedRun(
         name=f"b{tc.budget.flops:.2g}_E{m.moe.num_experts}k{m.moe.top_k}_d{m.d_model}{lr}"
-        f"_s{tc.seed}",
+        f"_s{tc.seed}{wsd}",
         overrides=overrides,
         budget=tc.budget.flops,
         d_model=m.d_model,
@@ -219,10 +227,13 @@ def format_table(
         lines.append(head)
         for r in group:
             epochs = f"{r.tokens / unique_tokens:6.2f}" if unique_tokens else f"{'?':>6}"
+            role = {"trunk": "trunk, ", "control": "cosine control, "}.get(r.role, "")
+            if r.role == "branch":
+                role = f"branch of {r.trunk} at step {r.trunk_step}, "
             lines.append(
                 f"{r.name:<34} {r.d_model:>5} {r.n_layers:>3} {r.num_experts:>4} {r.top_k:>3} "
                 f"{r.sparsity:>6.3f} {_human(r.params_total):>9} {_human(r.params_active):>9} "
                 f"{_human(r.tokens):>9} {r.tokens / r.n_rule:>6.1f} {r.steps:>6} {epochs}  "
-                f"{statuses.get(r.run_id, 'pending')}"
+                f"{role}{statuses.get(r.run_id, 'pending')}"
             )
     return "\n".join(lines)

@@ -170,6 +170,32 @@ class ReplicateSpec(Typed):
 
 
 @dataclass
+class ScheduleSpec(Typed):
+    section: ClassVar[str] = "sweep.schedule"
+
+    kind: Literal["cosine", "wsd_branches"] = "cosine"
+    """cosine: every run its own cosine schedule (the train overrides' optim). wsd_branches:
+    one WSD trunk per (size, sparsity, seed, LR) to the largest budget it is planned at, and a
+    cooldown branch from it at each smaller budget (experiments/sweep/branches.py)."""
+    cooldown: float = 0.2
+    """The decay's share of each WSD run's steps (Hägele et al. 2024: ~20% tracks cosine)."""
+    decay_shape: Literal["linear", "1-sqrt"] = "1-sqrt"
+    """The decay's shape (optim.decay_shape)."""
+    cosine_controls: list[float] = field(default_factory=list)
+    """Budgets at which every point also gets its cosine run: the report prints the paired
+    WSD-minus-cosine difference per sparsity."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 < self.cooldown < 1, "sweep.schedule.cooldown", "must be in (0, 1)")
+        check(
+            self.kind == "wsd_branches" or not self.cosine_controls,
+            "sweep.schedule.cosine_controls",
+            "controls compare against WSD branches: set kind=wsd_branches",
+        )
+
+
+@dataclass
 class SweepSpec(Typed):
     section: ClassVar[str] = "sweep"
 
@@ -198,10 +224,22 @@ class SweepSpec(Typed):
     """One train.batch_size per budget (None: the train overrides' batch size for all)."""
     train: list[str] = field(default_factory=list)
     """experiments.train overrides applied to every run."""
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    """The LR schedule of the sweep's runs: each its own (cosine), or WSD trunks and branches."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(len(self.budgets) >= 1, "sweep.budgets", "give at least one budget")
+        unknown = [
+            b
+            for b in self.schedule.cosine_controls
+            if not any(abs(b - x) <= 1e-9 * x for x in self.budgets)
+        ]
+        check(
+            not unknown,
+            "sweep.schedule.cosine_controls",
+            f"{unknown} are not among sweep.budgets {self.budgets}",
+        )
         check(len(self.seeds) >= 1, "sweep.seeds", "give at least one seed")
         if self.lr_tuning_budget is not None:
             check(

@@ -77,7 +77,10 @@ class SweepDir:
         for rid in run_ids:
             s = read_json(self.run(rid) / SUMMARY)
             if s and s.get("status") == "done":
-                flops, tokens, runs = flops + s["flops"], tokens + s["tokens"], runs + 1
+                # a branch computed only its own steps (its trunk computed the rest)
+                own = s.get("trained_flops") or s["flops"]
+                flops, runs = flops + own, runs + 1
+                tokens += s["tokens"] * own / s["flops"] if s["flops"] else s["tokens"]
         entry = {
             "time": time.time(),
             "wall_s": wall,

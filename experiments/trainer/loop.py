@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -21,6 +22,7 @@ from experiments.data.dataset import Dataset
 from experiments.distributed import expert_parallel as ep_
 from experiments.distributed import ranks as dist_
 from experiments.record import LoopState, RunDir, RunSummary
+from experiments.trainer.branching import start_from_trunk
 from experiments.trainer.callbacks import Callbacks
 from experiments.trainer.checkpoint import (
     AsyncCheckpointer,
@@ -130,14 +132,15 @@ class Trainer:
         self.setup_s = time.perf_counter() - t0
 
     # -- checkpoints --
-    def save_checkpoint(self, wait: bool = False) -> None:
+    def save_checkpoint(self, wait: bool = False, path: Path | None = None) -> None:
+        """The training state to run.checkpoint (or ``path``: a branch point, kept)."""
         t0 = time.perf_counter()
         state = ep_.gather_experts(  # collectives (FSDP, EP): every rank takes part
             training_state(self.model, self.opt), self.model.expert_parallel_params, self.ep
         )
         if self.d.is_main:
             self.ckpt.save(
-                self.rd.checkpoint,
+                path or self.rd.checkpoint,
                 state
                 | {
                     "loop": self.state.state_dict(),
@@ -147,14 +150,18 @@ class Trainer:
             )
             if wait:
                 self.ckpt.wait()
-            self.callbacks.checkpoint(self, self.rd.checkpoint)
+            if path is None:
+                self.callbacks.checkpoint(self, self.rd.checkpoint)
         self.state.time.checkpoint_s += time.perf_counter() - t0
-        self.checkpointed_step = self.state.step
+        if path is None:
+            self.checkpointed_step = self.state.step
 
     def maybe_resume(self) -> bool:
         if not self.rd.checkpoint.exists():
             if self.d.is_main:
                 self.rd.metrics.unlink(missing_ok=True)
+            if self.tc.run.branch_from is not None:
+                start_from_trunk(self)
             return False
         # On the host: the RNG states must stay CPU tensors; weights are copied into place.
         try:
@@ -303,6 +310,9 @@ class Trainer:
                 self.flush()
                 st.time.warmup_s += time.perf_counter() - t0
             done = st.step == self.total
+            if st.step in tc.run.keep_steps and not done:
+                self.flush()  # never keep weights that a NaN has already reached
+                self.save_checkpoint(wait=True, path=self.rd.branch_point(st.step))
             if tc.train.eval_every and st.step % tc.train.eval_every == 0 and not done:
                 self.run_eval()
             if (

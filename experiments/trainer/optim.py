@@ -55,9 +55,20 @@ def build_optimizer(model, cfg, device, fused: bool | None = None):
     return OPTIMIZERS[cfg.name](param_groups(model, cfg), cfg, fused)
 
 
+def warmup_steps(total_steps: int, cfg) -> int:
+    if cfg.warmup_steps is not None:
+        return cfg.warmup_steps
+    return math.ceil(cfg.warmup_fraction * total_steps)
+
+
+def decay_start(total_steps: int, cfg) -> int:
+    """WSD: the first step of the decay (the step a branch starts from)."""
+    return total_steps - math.ceil(cfg.decay_fraction * total_steps)
+
+
 def lr_at(step: int, total_steps: int, cfg) -> float:
     """Learning rate for optimiser step ``step`` (0-based) of ``total_steps``."""
-    warmup = math.ceil(cfg.warmup_fraction * total_steps)
+    warmup = warmup_steps(total_steps, cfg)
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     if cfg.schedule == "constant":
@@ -66,9 +77,11 @@ def lr_at(step: int, total_steps: int, cfg) -> float:
         progress = (step - warmup) / max(1, total_steps - warmup - 1)
         scale = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
         return cfg.lr * scale
-    # WSD: warmup, stable, then linear decay to min_lr_ratio over the last decay_fraction.
-    decay_start = total_steps - math.ceil(cfg.decay_fraction * total_steps)
-    if step < decay_start:
+    # WSD: warmup, stable, then decay to min_lr_ratio over the last decay_fraction.
+    start = decay_start(total_steps, cfg)
+    if step < start:
         return cfg.lr
-    progress = (step - decay_start + 1) / max(1, total_steps - decay_start)
+    progress = (step - start + 1) / max(1, total_steps - start)
+    if cfg.decay_shape == "1-sqrt":
+        progress = math.sqrt(progress)
     return cfg.lr * (1 - (1 - cfg.min_lr_ratio) * progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,8 +17,9 @@ def summarize(trainer, status: str, reason: str | None) -> RunSummary:
     throughput and provenance."""
     tc, st = trainer.tc, trainer.state
     tokens = st.step * tc.tokens_per_step
+    own_tokens = (st.step - st.start_step) * tc.tokens_per_step  # a branch: since its trunk step
     wall = st.wall_time_s
-    rate = tokens / wall if wall > 0 else None
+    rate = own_tokens / wall if wall > 0 else None
     peak = peak_flops(trainer.device, tc.run.peak_flops)
     t = st.time
     t.train_s = max(0.0, wall - t.warmup_s - t.eval_s - t.checkpoint_s - t.data_s)
@@ -28,6 +30,9 @@ def summarize(trainer, status: str, reason: str | None) -> RunSummary:
         reason=reason,
         steps=st.step,
         flops=tokens * tc.flops_per_token,
+        trained_flops=own_tokens * tc.flops_per_token,
+        branch_of=Path(tc.run.branch_from).name if tc.run.branch_from else None,
+        trunk_step=tc.run.branch_step,
         tokens=tokens,
         epochs=tokens / max(trainer.data.unique_train_tokens, 1),
         unique_train_tokens=trainer.data.unique_train_tokens,

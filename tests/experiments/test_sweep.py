@@ -66,14 +66,14 @@ def test_infeasible_specs_are_refused(changes, message):
         _plan(_spec("demo", **changes))
 
 
-def _sweep(tmp_path, *args):
+def _sweep(tmp_path, *args, name="micro"):
     env = dict(os.environ, MOE_SCALING_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
     return subprocess.run(
         [
             sys.executable,
             "-m",
             "experiments.sweep",
-            "sweep=micro",
+            f"sweep={name}",
             "report=false",
             f"hydra.sweep.dir={tmp_path / 'sw'}",
             *args,
@@ -362,3 +362,51 @@ def test_a_plan_past_the_corpus_is_refused(tmp_path):
     out = _sweep(tmp_path, "action=plan", "sweep.budgets=[1e13]", "sweep.family.d_model_max=256")
     assert out.returncode == 2
     assert "sweep.sizes.max_epochs=1: 2 run(s) would train on more than 1 epoch" in out.stderr
+
+
+@pytest.mark.slow
+def test_wsd_branches_train_three_budgets_for_at_most_three_quarters_of_the_flops(tmp_path):
+    """micro_branches: three budgets; every (budget, size, sparsity, seed) gets its record,
+    the shorter runs branched from trunks, for at most 75% of what the cosine plan trains."""
+    spec = _spec("micro_branches")
+    cosine = _plan(_spec("micro_branches", schedule={"kind": "cosine"}))
+    plan = _plan(spec)
+    points = lambda runs: sorted((r.budget, r.d_model, r.num_experts, r.top_k) for r in runs)
+    assert points(plan) == points(cosine)  # the same grid, only trained differently
+    out = _sweep(tmp_path, name="micro_branches")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "WSD branches:" in out.stdout
+    summaries = [
+        json.loads(p.read_text()) for p in (tmp_path / "sw" / "runs").glob("*/summary.json")
+    ]
+    assert len(summaries) == len(plan) and all(s["status"] == "done" for s in summaries)
+    assert {s["run_id"] for s in summaries} == {r.run_id for r in plan}
+    branches = [s for s in summaries if s["branch_of"]]
+    trunks = {r.run_id for r in plan if r.role == "trunk"}
+    assert branches and {s["branch_of"] for s in branches} == trunks
+    trained = sum(s["trained_flops"] for s in summaries)
+    assert trained <= 0.75 * sum(r.flops for r in cosine), trained
+    assert not list((tmp_path / "sw" / "runs").glob("*/branch-point-*.pt"))  # all consumed
+
+
+def test_branch_plans_are_refused_where_they_would_not_be_exact():
+    with pytest.raises(ConfigError, match="cosine_controls"):
+        _spec("micro", schedule={"kind": "cosine", "cosine_controls": [1e10]})
+    with pytest.raises(ConfigError, match="not among sweep.budgets"):
+        _spec("micro", schedule={"kind": "wsd_branches", "cosine_controls": [3e10]})
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        _plan(_spec("micro_branches", train=["data=sotu_bytes", "optim.schedule=cosine"]))
+
+
+def test_cosine_controls_add_the_cosine_run_of_every_point_at_their_budget():
+    spec = _spec("micro_branches", schedule={"kind": "wsd_branches", "cosine_controls": [2e9]})
+    plan = _plan(spec)
+    controls = [r for r in plan if r.role == "control"]
+    at = [r for r in plan if r.budget == 2e9 and r.role != "control"]
+    assert len(controls) == len(at) and all(r.budget == 2e9 for r in controls)
+    assert all(
+        "optim" not in r.overrides or "schedule" not in r.overrides["optim"] for r in controls
+    )
+    assert plan.index(next(r for r in plan if r.role == "branch")) > max(
+        i for i, r in enumerate(plan) if r.role == "trunk"
+    )  # trunks are launched before any branch
