@@ -30,14 +30,14 @@ import numpy as np
 import pandas as pd
 
 from analysis import compare_figures
-from analysis.collect import TableError
+from analysis.collect import TableError, load_table
 from analysis.design import add_column_args, columns_from, group_budgets
 from analysis.fit import percentile_interval
 from analysis.flops import CONVENTIONS
 from analysis.laws import LAWS, Columns
 from analysis.render import ci, clean, num, size
 from analysis.report import law_s_star_curves
-from analysis.source import SourceAnalysis, analyse_source
+from analysis.source import SourceAnalysis, analyse_source, variants_of
 from analysis.study import LawStudy
 from experiments.files import atomic_write_bytes
 
@@ -244,7 +244,15 @@ def compare(
     budget_tolerance: float = 0.05,
     flops_convention: str = "ours",
     seed: int = 0,
+    by_variant: bool = False,
 ) -> str:
+    """``by_variant``: every sweep variant of every source is a column of its own."""
+    columns: list[tuple[str, Path, str | None]] = []  # (label, source, variant)
+    for lbl, src in zip(distinct_labels(sources), sources):
+        names = variants_of(load_table(src)[0]) if by_variant else []
+        columns += [(f"{lbl}:{v}", src, v) for v in names] or [(lbl, src, None)]
+    if len(columns) < 2:
+        raise ValueError("compare needs two or more sources (or variants, with --by-variant)")
     analyses = {
         lbl: analyse_source(
             src,
@@ -257,8 +265,9 @@ def compare(
             flops_convention=flops_convention,
             budget_tolerance=budget_tolerance,
             seed=seed,
+            variant=variant,
         )
-        for lbl, src in zip(distinct_labels(sources), sources)
+        for lbl, src, variant in columns
     }
     shared = _common_budgets(analyses, budget_tolerance)
     records = (
@@ -313,8 +322,11 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of every bootstrap")
     ap.add_argument("--budgets", type=float, nargs="*", help="budgets at which to compare optima")
     ap.add_argument("--out", type=Path, help="write compare.csv/.json/.md and figures here")
+    ap.add_argument(
+        "--by-variant", action="store_true", help="a column per sweep variant of each source"
+    )
     a = ap.parse_args(argv)
-    if len(a.sources) < 2:
+    if len(a.sources) < 2 and not a.by_variant:
         print("error: compare needs two or more sources", file=sys.stderr)
         sys.exit(2)
     try:
@@ -330,6 +342,7 @@ def main(argv=None) -> None:
             a.budget_tolerance,
             a.flops_convention,
             a.seed,
+            a.by_variant,
         )
     except (TableError, ValueError, KeyError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)

@@ -147,6 +147,30 @@ def n_star_vs_sparsity(iso: pd.DataFrame, out: Path) -> Path:
     return _save(fig, out, "n_star_vs_sparsity")
 
 
+def loss_star_vs_inference_cost(iso: pd.DataFrame, out: Path) -> Path:
+    """Each bracketed optimum's L* against what serving it costs: the parameters held in
+    memory (N*, total) and, where the table records it, its KV cache per token. Read
+    left to right at fixed L*: the sparsity that is cheapest to serve for a quality."""
+    kv = "kv_cache_star" in iso and iso["kv_cache_star"].notna().any()
+    fig, axes = plt.subplots(1, 2 if kv else 1, figsize=(9 if kv else 5, 3.6), squeeze=False)
+    colors = _colors(iso["C"])
+    panels = [("n_star", "parameters to serve (N* total)")]
+    panels += [("kv_cache_star", "KV cache at N* (bytes/token, bf16)")] if kv else []
+    for ax, (key, label) in zip(axes[0], panels):
+        for c, g in iso[iso["bracketed"]].groupby("C"):
+            g = g.sort_values("sparsity")
+            ax.plot(g[key], g["loss_star"], "o-", color=colors[c], label=_budget_label(c))
+            for _, r in g.iterrows():
+                ax.annotate(
+                    f"E={1 / (1 - r['sparsity']):.0f}", (r[key], r["loss_star"]), fontsize=7
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("L*")
+    axes[0][0].legend(fontsize=8)
+    return _save(fig, out, "loss_star_vs_inference_cost")
+
+
 def s_star_vs_n(
     curves: dict[float, tuple[np.ndarray, np.ndarray]],
     out: Path,

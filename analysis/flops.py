@@ -81,6 +81,15 @@ class Family:
         self.top_k = float(_mode(df["top_k"]))
         self.granularity = float(_mode(df["granularity"])) if "granularity" in df else 1.0
         self.glu = bool(_mode(df["expert_type"]) == "glu") if "expert_type" in df else True
+        # MLA (models/mla.py): its latent, query rank and rotary part per head, with the
+        # model's own defaults for options left unset (4 x head_dim; none; head_dim / 2)
+        self.mla = "attention" in df and _mode(df["attention"]) == "mla"
+        given = lambda col, default: (
+            float(_mode(df[col].dropna())) if col in df and df[col].notna().any() else default
+        )
+        self.kv_rank = given("kv_lora_rank", 4 * self.head_dim)
+        self.q_rank = given("q_lora_rank", 0.0)
+        self.rope_dim = given("qk_rope_head_dim", max(2.0, self.head_dim // 4 * 2))
         lo, hi = df["d_model"].min(), df["d_model"].max()
         self.widths = np.exp(np.linspace(np.log(lo / 8), np.log(hi * 8), 400))
         self._cache: dict[float, dict] = {}
@@ -110,7 +119,12 @@ class Family:
                 0,
                 self.glu,
                 False,
-                2 * self.head_dim,
+                2 * (self.head_dim + (self.rope_dim if self.mla else 0)),
+                self.mla,
+                d / self.head_dim,
+                self.kv_rank if self.mla else 0,
+                self.q_rank if self.mla else 0,
+                self.rope_dim if self.mla else 0,
             )
             for k, v in shape_counts(shape).items():
                 out.setdefault(k, []).append(v)

@@ -327,6 +327,15 @@ def analyse(
             if mine and other:
                 row[f"{key}_ci"] = _union(row[f"{key}_ci"], _interval(key, other[key], level))
         row["shape_uncertainty"] = bool(mine and other)
+        if (
+            "kv_cache_bytes_per_token" in g.runs
+            and np.isfinite(row["n_star"])
+            and row["n_star"] > 0
+        ):
+            # what serving the optimum costs (point estimate): its KV cache per token,
+            # interpolated in log N between the group's sizes like D*
+            kv = g.runs["kv_cache_bytes_per_token"].to_numpy(float)
+            row["kv_cache_star"] = float(_interp_log(np.log(row["n_star"]), g.x, kv))
         if all_runs is not None:
             row["failed"] = _failed_in(all_runs, g, loss)
         rows.append(row)

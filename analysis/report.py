@@ -43,6 +43,7 @@ def build_report(
     flops_convention: str = "ours",
     budget_tolerance: float = 0.05,
     seed: int = 0,
+    variant: str | None = None,
 ) -> Path:
     t0 = time.time()
     cols = cols or Columns()
@@ -61,6 +62,7 @@ def build_report(
         flops_convention,
         budget_tolerance,
         seed,
+        variant,
     )
     df, fits, iso = a.df, a.fits, a.iso
     write_table(a.table, out)
@@ -78,6 +80,10 @@ def build_report(
             ),
             ("L* vs sparsity", figures.loss_star_vs_sparsity(frame, fig_dir)),
             ("N* and N*_active vs sparsity", figures.n_star_vs_sparsity(frame, fig_dir)),
+            (
+                "L* against inference cost (memory, KV cache)",
+                figures.loss_star_vs_inference_cost(frame, fig_dir),
+            ),
         ]
     for name, st in a.studies.items():
         if not isinstance(st, LawStudy):
@@ -145,6 +151,7 @@ def main(argv=None) -> None:
     ap.add_argument("--inits", type=int, default=512, help="L-BFGS initialisations (max)")
     ap.add_argument("--seed", type=int, default=0, help="seed of every bootstrap")
     ap.add_argument("--budgets", type=float, nargs="*", help="budgets for the optima")
+    ap.add_argument("--variant", help="the sweep variant to analyse (a table of several)")
     a = ap.parse_args(argv)
     source = Path(a.source)
     out = Path(a.out) if a.out else (source if source.is_dir() else source.parent) / "report"
@@ -163,6 +170,7 @@ def main(argv=None) -> None:
             flops_convention=a.flops_convention,
             budget_tolerance=a.budget_tolerance,
             seed=a.seed,
+            variant=a.variant,
         )
     except (TableError, ValueError, KeyError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)

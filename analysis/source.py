@@ -30,6 +30,28 @@ class SourceAnalysis:
     budgets: list[float] = field(default_factory=list)  # budgets the law optima are taken at
 
 
+def variants_of(table: pd.DataFrame) -> list[str]:
+    """The sweep variants a table holds (sweep.variants), in order; [] for none."""
+    if "variant" not in table:
+        return []
+    return sorted(table["variant"].dropna().astype(str).unique())
+
+
+def one_variant(table: pd.DataFrame, variant: str | None) -> pd.DataFrame:
+    """The runs of one variant: runs of two variants are two models, never one curve."""
+    names = variants_of(table)
+    if variant is None:
+        if len(names) > 1:
+            raise TableError(
+                f"the table holds sweep variants {names}: report one (--variant NAME) or "
+                "compare them (python -m analysis.compare TABLE --by-variant)"
+            )
+        return table
+    if variant not in names:
+        raise TableError(f"--variant {variant}: the table's variants are {names or 'none'}")
+    return table[table["variant"] == variant].reset_index(drop=True)
+
+
 def _with_groups(table: pd.DataFrame, cols: Columns, n_convention: str, n_col, tol) -> pd.DataFrame:
     """Every run (failed ones too) with its N columns and IsoFLOP budget, for the listings."""
     t = table.copy()
@@ -94,9 +116,11 @@ def analyse_source(
     flops_convention: str = "ours",
     budget_tolerance: float = 0.05,
     seed: int = 0,
+    variant: str | None = None,
 ) -> SourceAnalysis:
     t0 = time.time()
     table, skipped = load_table(source)
+    table = one_variant(table, variant)
     if table.empty:
         raise TableError(
             f"no readable runs in {source}"
@@ -111,6 +135,7 @@ def analyse_source(
     df = design.df
     df["expansion"] = 1.0 / (1.0 - df["sparsity"].astype(float))
     label = f"{len(source)} planned run directories" if isinstance(source, list) else str(source)
+    label += f" (variant {variant})" if variant else ""
     fits: dict = {
         "source": label,
         "n_runs": len(table),

@@ -245,6 +245,9 @@ class TrainConfig(Typed):
     """Seeds the initialisation and the data order."""
     sweep_name: str | None = None
     """The sweep this run belongs to (set by experiments.sweep.driver)."""
+    variant: str | None = None
+    """The sweep variant this run belongs to (sweep.variants: e.g. its attention or router
+    kind); the analysis fits each variant apart."""
 
     # -- derived quantities (the budget defines the run) --
     @property
@@ -291,7 +294,18 @@ FIRST_IDENTITY_FIELDS = frozenset(
     + ["seed", "sweep_name"]
 )
 
-SECTIONS = {"model", "moe", "data", "optim", "budget", "train", "run", "seed", "sweep_name"}
+SECTIONS = {
+    "model",
+    "moe",
+    "data",
+    "optim",
+    "budget",
+    "train",
+    "run",
+    "seed",
+    "sweep_name",
+    "variant",
+}
 
 
 def as_dict(tc: TrainConfig) -> dict:

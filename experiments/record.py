@@ -181,7 +181,7 @@ def config_columns(tc) -> dict:
                 cols[name] = json.dumps(value, sort_keys=True)
             else:
                 cols[name] = value
-    return cols | {"seed": tc.seed, "sweep": tc.sweep_name}
+    return cols | {"seed": tc.seed, "sweep": tc.sweep_name, "variant": tc.variant}
 
 
 @dataclass
@@ -210,6 +210,7 @@ class RunSummary:
     params_embedding: int = 0
     params_active_non_embedding: int = 0
     flops_per_token: int = 0
+    kv_cache_bytes_per_token: int = 0  # inference: bf16 KV cache per token, all layers
     flops_convention: str = ""
     final_train_loss: float | None = None
     val_loss: float | None = None
@@ -250,6 +251,7 @@ class RunSummary:
             params_embedding=acc.params_embedding,
             params_active_non_embedding=acc.params_active_non_embedding,
             flops_per_token=acc.flops_per_token,
+            kv_cache_bytes_per_token=acc.kv_cache_bytes_per_token,
             flops_convention=acc.flops_convention,
             backend=tc.model.moe.backend,
             git_sha=git_sha(),

@@ -14,6 +14,9 @@ from models.typed import LOGISTICS, ConfigError, Typed, check, choices, from_dic
 
 Backend = Literal["auto", "torch", "native", "megablocks"]
 ExpertType = Literal["glu", "mlp"]
+Score = Literal["softmax", "sigmoid"]
+Balance = Literal["aux_loss", "aux_free", "both"]
+AttentionKind = Literal["mha", "mla"]
 BACKENDS = choices(Backend)
 
 __all__ = ["BACKENDS", "ConfigError", "MoEConfig", "ModelConfig"]
@@ -46,6 +49,19 @@ class MoEConfig(Typed):
     """Weight of the Switch load-balancing loss (1.0 at perfectly uniform routing)."""
     z_loss_coef: float = 0.001
     """Weight of the router z-loss (ST-MoE)."""
+    score: Score = "softmax"
+    """Router scores: softmax over the experts, or each expert's sigmoid (DeepSeek-V3; the
+    chosen experts' scores are the combine weights, normalised over them with renormalize)."""
+    balance: Balance = "aux_loss"
+    """aux_loss: the Switch loss (load_balance_coef). aux_free (DeepSeek-V3): a per-expert
+    bias added to the scores to choose experts only, moved after every optimiser step by
+    bias_update_rate toward equal load (from the step's expert counts over all ranks), with
+    load_balance_coef = 0; both: the bias and the Switch loss."""
+    bias_update_rate: float = 0.001
+    """aux_free/both: the bias step per optimiser step (V3's gamma)."""
+    seq_aux_coef: float = 0.0
+    """Weight of V3's sequence-wise balance loss (the Switch form within each sequence; V3
+    keeps 1e-4 beside the bias)."""
     load_balance_scope: Literal["rank", "global"] = "rank"
     """Which tokens the load-balancing loss counts: each rank's own (rank), or every rank's
     (global: one all-reduce of the expert counts a layer, so N ranks train what one process
@@ -69,6 +85,19 @@ class MoEConfig(Typed):
         check(self.num_shared_experts >= 0, "moe.num_shared_experts", "must be >= 0")
         check(self.load_balance_coef >= 0, "moe.load_balance_coef", "must be >= 0")
         check(self.z_loss_coef >= 0, "moe.z_loss_coef", "must be >= 0")
+        check(self.seq_aux_coef >= 0, "moe.seq_aux_coef", "must be >= 0")
+        check(self.bias_update_rate > 0, "moe.bias_update_rate", "must be > 0")
+        check(
+            self.balance != "aux_free" or self.load_balance_coef == 0,
+            "moe.balance",
+            "aux_free balances with the bias alone: set moe.load_balance_coef=0 (the bias "
+            "beside a Switch loss is balance=both)",
+        )
+        check(
+            self.balance != "both" or self.load_balance_coef > 0,
+            "moe.balance",
+            "both needs moe.load_balance_coef > 0 (without it, it is aux_free)",
+        )
         check(self.expert_parallel >= 1, "moe.expert_parallel", "must be >= 1")
         check(
             self.experts % self.expert_parallel == 0,
@@ -138,6 +167,15 @@ class ModelConfig(Typed):
     """Rotary embedding base."""
     norm_eps: float = 1e-6
     """RMSNorm epsilon."""
+    attention: AttentionKind = "mha"
+    """mha: multi-head attention; mla: multi-head latent attention (DeepSeek-V2/V3,
+    models/mla.py): keys and values rebuilt from a kv_lora_rank latent per token."""
+    kv_lora_rank: int | None = None
+    """mla: the key/value latent's size R (None: 4 x head_dim, DeepSeek-V2's 512 = 4 x 128)."""
+    q_lora_rank: int = 0
+    """mla: the query's low-rank bottleneck (0: a full query projection, as V2-Lite)."""
+    qk_rope_head_dim: int | None = None
+    """mla: the rotary part of each head's query and key (None: head_dim / 2, as V2/V3)."""
     init_std: float = 0.02
     """Std of the normal init; residual-branch outputs use init_std / sqrt(2 n_layers)."""
     moe: MoEConfig = field(default_factory=MoEConfig)
@@ -165,11 +203,40 @@ class ModelConfig(Typed):
             f"d_ff={self.d_ff}",
         )
         check(self.init_std > 0, "model.init_std", "must be > 0")
+        if self.attention == "mla":
+            check(self.kv_rank >= 1, "model.kv_lora_rank", "must be >= 1")
+            check(self.q_lora_rank >= 0, "model.q_lora_rank", "must be >= 0")
+            check(
+                self.rope_dim >= 2 and self.rope_dim % 2 == 0,
+                "model.qk_rope_head_dim",
+                f"must be even and >= 2 (rotary), got {self.rope_dim}",
+            )
+        else:
+            extra = [
+                n
+                for n, d in (("kv_lora_rank", None), ("q_lora_rank", 0), ("qk_rope_head_dim", None))
+                if getattr(self, n) != d
+            ]
+            check(not extra, "model.attention", f"{extra} are options of attention=mla")
         check(self.norm_eps > 0, "model.norm_eps", "must be > 0")
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def kv_rank(self) -> int:
+        """mla: the latent's size (kv_lora_rank, or 4 x head_dim)."""
+        return self.kv_lora_rank if self.kv_lora_rank is not None else 4 * self.head_dim
+
+    @property
+    def rope_dim(self) -> int:
+        """Rotary features per head: head_dim (mha); qk_rope_head_dim or head_dim / 2 (mla)."""
+        if self.attention == "mha":
+            return self.head_dim
+        if self.qk_rope_head_dim is not None:
+            return self.qk_rope_head_dim
+        return max(2, self.head_dim // 2 // 2 * 2)
 
     @property
     def expert_hidden(self) -> int:

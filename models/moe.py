@@ -18,7 +18,13 @@ from models.backends import ExpertWeights, get_backend, resolve_backend
 from models.backends.common import expert_mlp
 from models.config import ModelConfig
 from models.expert_parallel import EPGroup, ep_experts, shard
-from models.router import Router, count_tokens, load_balancing_loss, router_z_loss
+from models.router import (
+    Router,
+    count_tokens,
+    load_balancing_loss,
+    router_z_loss,
+    sequence_balance_loss,
+)
 
 
 @dataclass
@@ -73,7 +79,15 @@ class MoE(nn.Module):
         local = E // ep.size if ep else E  # expert parallel: this rank's block of experts
         self.w_in_EHD = nn.Parameter(torch.empty(local, (2 if self.glu else 1) * F, D))
         self.w_out_EFD = nn.Parameter(torch.empty(local, F, D))
-        self.router = Router(D, E, moe.active_experts, moe.renormalize, cfg.init_std)
+        self.router = Router(
+            D,
+            E,
+            moe.active_experts,
+            moe.renormalize,
+            cfg.init_std,
+            moe.score,
+            moe.bias_update_rate if moe.balance in ("aux_free", "both") else 0.0,
+        )
         self.shared = (
             DenseMLP(D, moe.num_shared_experts * F, self.glu, self.init_std, self.out_std)
             if moe.num_shared_experts
@@ -84,6 +98,7 @@ class MoE(nn.Module):
         self._compute = partial(ep_experts, ep=ep) if ep else self._experts
         self.load_balance_coef = moe.load_balance_coef
         self.z_loss_coef = moe.z_loss_coef
+        self.seq_aux_coef = moe.seq_aux_coef
         # moe.load_balance_scope=global under several ranks: the trainer sets the group whose
         # expert counts the load-balancing loss sums (None: this rank's tokens alone).
         self.balance_group = None
@@ -121,8 +136,17 @@ class MoE(nn.Module):
             torch.distributed.all_reduce(counts_E, group=self.balance_group)
         lb = load_balancing_loss(routing.probs_TE, counts_E)
         z = router_z_loss(routing.logits_TE)
+        aux_loss = self.load_balance_coef * lb + self.z_loss_coef * z
+        if self.seq_aux_coef:
+            B, S, _ = x_BSD.shape
+            seq = sequence_balance_loss(
+                routing.probs_TE.view(B, S, -1),
+                routing.experts_TK.view(B, S, -1),
+                self.num_experts,
+            )
+            aux_loss = aux_loss + self.seq_aux_coef * seq
         aux = FFNAux(
-            aux_loss=self.load_balance_coef * lb + self.z_loss_coef * z,
+            aux_loss=aux_loss,
             load_balance_loss=lb.detach(),
             z_loss=z.detach(),
             tokens_per_expert_E=tokens_per_expert_E,

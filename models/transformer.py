@@ -15,6 +15,7 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.expert_parallel import EPGroup
+from models.mla import LatentAttention
 from models.moe import DenseMLP, FFNAux, MoE, init_stds
 
 
@@ -76,7 +77,7 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, ep: EPGroup | None = None):
         super().__init__()
         self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.attn = Attention(cfg)
+        self.attn = LatentAttention(cfg) if cfg.attention == "mla" else Attention(cfg)
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         glu = cfg.moe.expert_type == "glu"
         self.ffn = (
@@ -117,7 +118,7 @@ class MoETransformer(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
-        cos, sin = rotary_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
+        cos, sin = rotary_tables(cfg.seq_len, cfg.rope_dim, cfg.rope_theta)
         self.register_buffer("cos_SH", cos, persistent=False)
         self.register_buffer("sin_SH", sin, persistent=False)
         self._reset_embeddings()  # the blocks initialised themselves
@@ -158,6 +159,20 @@ class MoETransformer(nn.Module):
             self.head, backend=backend, dynamic=False, mode=mode if inductor else None
         )
 
+    @property
+    def bias_routers(self) -> list:
+        """(layer index, router) of the routers that balance by a bias (aux-loss-free)."""
+        return [
+            (i, b.ffn.router)
+            for i, b in enumerate(self.blocks)
+            if isinstance(b.ffn, MoE) and b.ffn.router.bias_rate > 0
+        ]
+
+    def observe_routing(self, aux: list[FFNAux], routers: list | None = None) -> None:
+        """Hand each bias-balanced router its layer's expert counts from one forward."""
+        for i, router in self.bias_routers if routers is None else routers:
+            router.observe(aux[i].tokens_per_expert_E)
+
     def head(
         self, x_BSD: torch.Tensor, targets_BS: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -184,5 +199,5 @@ class MoETransformer(nn.Module):
 def post_optimizer_step_hooks(model: nn.Module) -> list:
     """The ``post_optimizer_step`` methods of the model's modules, called by the trainer after
     every optimiser step: for state that follows the weights but is not learned by gradient
-    (e.g. an auxiliary-loss-free router's selection bias). None in today's modules."""
+    (an auxiliary-loss-free router's selection bias, models/router.py)."""
     return [m.post_optimizer_step for m in model.modules() if hasattr(m, "post_optimizer_step")]

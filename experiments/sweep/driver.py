@@ -81,13 +81,20 @@ def make_plan(
     # Compose once, then merge each run's overrides on top: the same thing the child's
     # `+planned=<id>` (a @package _global_ config after _self_) does, at a fraction of the cost.
     base = compose("train", overrides=list(spec.train))
+    runs, configs = [], []
+    for variant, values in variant_values(spec, keys).items():
+        # a variant's values ride in each of its runs' overrides (the planned config)
+        with_variant = OmegaConf.merge(base, values)
 
-    def compose_train(overrides: dict, check_steps: bool = True):
-        cfg = OmegaConf.merge(base, OmegaConf.create(overrides))
-        return from_dict(resolve(cfg), check_steps=check_steps)
+        def compose_train(overrides: dict, check_steps: bool = True, b=with_variant):
+            cfg = OmegaConf.merge(b, OmegaConf.create(overrides))
+            return from_dict(resolve(cfg), check_steps=check_steps)
 
-    runs = plan(spec, compose_train, lr_rule, budgets, extra_lrs)
-    configs = [compose_train(r.overrides) for r in runs]
+        mine = plan(spec, compose_train, lr_rule, budgets, extra_lrs, variant)
+        for r in mine:
+            r.overrides = OmegaConf.to_container(OmegaConf.merge(values, r.overrides))
+        runs += mine
+        configs += [compose_train(r.overrides) for r in mine]
     for r, tc in zip(runs, configs):
         r.run_id = run_id(tc.identity())
     link_branches(runs)
@@ -95,6 +102,24 @@ def make_plan(
     if len(set(ids)) != len(ids):
         raise ConfigError("sweep: the plan holds duplicate runs (same config twice)")
     return runs, configs
+
+
+def variant_values(spec: SweepSpec, planner_keys) -> dict:
+    """{variant name (None: no variants): its values as a config}. Variants set values
+    (model.attention=mla), never config groups or what the planner sets."""
+    out = {}
+    for name, overrides in (spec.variants or {None: []}).items():
+        for o in overrides:
+            key = o.split("=")[0]
+            if "=" not in o or "." not in key or o[:1] in "+~":
+                raise ConfigError(
+                    f"sweep.variants.{name}: {o!r} must set a value (e.g. model.attention=mla), "
+                    "not a config group"
+                )
+            if key in planner_keys:
+                raise ConfigError(f"sweep.variants.{name}: {key} is set by the planner")
+        out[name] = OmegaConf.from_dotlist(list(overrides))
+    return out
 
 
 def write_plan(sweep_dir: SweepDir, spec: SweepSpec, runs: list[PlannedRun]) -> None:
@@ -106,9 +131,13 @@ def write_plan(sweep_dir: SweepDir, spec: SweepSpec, runs: list[PlannedRun]) -> 
     atomic_write_json(sweep_dir.plan, {"spec": asdict(spec), "runs": [asdict(r) for r in runs]})
 
 
-def report(sweep_dir: SweepDir, run_ids: list[str]) -> bool:
-    """Build the sweep's report; False (and one line saying why) when it could not be."""
+def report(sweep_dir: SweepDir, run_ids: list[str], variants: list[str] | None = None) -> bool:
+    """Build the sweep's report (with variants: one per variant, report/<variant>/, and
+    their comparison, report/compare/); False (and one line saying why) when it could not
+    be."""
     try:
+        from analysis.compare import compare
+        from analysis.laws import Columns
         from analysis.report import build_report
     except ImportError as e:
         print(f"analysis unavailable ({e}); runs are in {sweep_dir.runs}")
@@ -120,9 +149,25 @@ def report(sweep_dir: SweepDir, run_ids: list[str]) -> bool:
         if runs.exists()
         else []
     )
+    dirs = [runs / rid for rid in run_ids]
     try:
-        out = build_report([runs / rid for rid in run_ids], sweep_dir.report, not_in_plan=others)
-        print(f"report: {out}")
+        for v in variants or [None]:
+            where = sweep_dir.report / v if v else sweep_dir.report
+            out = build_report(dirs, where, not_in_plan=others, variant=v)
+            print(f"report: {out}")
+        if variants and len(variants) > 1:
+            cmp = sweep_dir.report / "compare"
+            compare(
+                [sweep_dir.runs],
+                ["chinchilla"],
+                Columns(),
+                False,
+                200,
+                None,
+                out=cmp,
+                by_variant=True,
+            )
+            print(f"comparison of the variants: {cmp / 'compare.md'}")
         return True
     except Exception as e:  # the runs are safe; the sweep's exit code says the report failed
         print(f"report not built: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
@@ -276,7 +321,7 @@ def run_sweep(cfg: DictConfig) -> int:
     states = sweep_dir.states(ids)
     print(format_status(states, names))
     print(f"sweep wall time {time.time() - t0:.0f}s")
-    reported = report(sweep_dir, ids) if cfg.report else True
+    reported = report(sweep_dir, ids, list(spec.variants or [])) if cfg.report else True
     return 0 if reported and all(s == "done" for s, _, _ in states.values()) else 1
 
 

@@ -55,6 +55,7 @@ def size_overrides(
     budget: float,
     lr: float | None,
     batch: int | None,
+    variant: str | None = None,
 ) -> dict:
     out = {
         "model": spec.family.member(d_model),
@@ -63,6 +64,8 @@ def size_overrides(
         "seed": seed,
         "sweep_name": spec.name,
     }
+    if variant is not None:
+        out["variant"] = variant
     if lr is not None:
         out["optim"] = {"lr": lr}
     if batch is not None:
@@ -79,6 +82,7 @@ def plan(
     lr_rule: Callable | None = None,
     budgets: list[float] | None = None,
     extra_lrs: dict | None = None,
+    variant: str | None = None,
 ) -> list[PlannedRun]:
     """``compose(overrides, check_steps) -> TrainConfig`` builds the exact config
     experiments.train will see for those overrides. ``lr_rule(TrainConfig) -> lr`` sets the
@@ -101,7 +105,7 @@ def plan(
         for E, K in spec.sparsity.expert_pairs():
             cands = [
                 compose(
-                    size_overrides(spec, d, E, K, spec.seeds[0], budget, None, batch),
+                    size_overrides(spec, d, E, K, spec.seeds[0], budget, None, batch, variant),
                     check_steps=False,
                 )
                 for d in widths
@@ -119,7 +123,9 @@ def plan(
                     lrs = [*lrs, *[x for x in (extra_lrs or {}).get(key, []) if x not in lrs]]
                 for lr in lrs:
                     for seed in seeds:
-                        ov = size_overrides(spec, tc.model.d_model, E, K, seed, budget, lr, batch)
+                        ov = size_overrides(
+                            spec, tc.model.d_model, E, K, seed, budget, lr, batch, variant
+                        )
                         runs.append(_planned(spec, compose(ov), ov, target))
     if spec.schedule.kind == "wsd_branches":
         runs = branch_plan(spec, runs, compose, lambda tc, ov, t: _planned(spec, tc, ov, t))
@@ -181,6 +187,7 @@ def _planned(spec: SweepSpec, tc, overrides: dict, target: float) -> PlannedRun:
     tokens = tc.steps * tc.tokens_per_step
     lr = f"_lr{tc.optim.lr:g}" if spec.lrs else ""
     wsd = "_wsd" if tc.optim.schedule == "wsd" else ""
+    wsd += f"_{tc.variant}" if tc.variant else ""
     return PlannedRun(
         name=f"b{tc.budget.flops:.2g}_E{m.moe.num_experts}k{m.moe.top_k}_d{m.d_model}{lr}"
         f"_s{tc.seed}{wsd}",

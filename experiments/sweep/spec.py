@@ -224,12 +224,26 @@ class SweepSpec(Typed):
     """One train.batch_size per budget (None: the train overrides' batch size for all)."""
     train: list[str] = field(default_factory=list)
     """experiments.train overrides applied to every run."""
+    variants: dict[str, list[str]] | None = None
+    """Named sets of train overrides, each a variant of the whole grid (an axis beside
+    sparsity), e.g. {mha: [], mla: [model.attention=mla]}: every run is planned once per
+    variant, records its variant, and the analysis fits each apart (analysis.compare sets
+    them side by side)."""
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     """The LR schedule of the sweep's runs: each its own (cosine), or WSD trunks and branches."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(len(self.budgets) >= 1, "sweep.budgets", "give at least one budget")
+        if self.variants is not None:
+            check(len(self.variants) >= 1, "sweep.variants", "give at least one variant")
+            bad = [v for v in self.variants if not str(v).replace("_", "").isalnum()]
+            check(not bad, "sweep.variants", f"{bad}: name variants with letters, digits, '_'")
+            check(
+                self.lr_tuning_budget is None,
+                "sweep.variants",
+                "an LR-tuning budget fits one LR rule; tune each variant in a sweep of its own",
+            )
         unknown = [
             b
             for b in self.schedule.cosine_controls

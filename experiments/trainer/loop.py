@@ -129,6 +129,7 @@ class Trainer:
         self.grad_norm = torch.zeros(())  # the latest step's, before clipping (on the device)
         self.callbacks = Callbacks(tc.run.callbacks + tc.run.trackers)
         self.post_step = post_optimizer_step_hooks(self.model)
+        self.bias_routers = self.model.bias_routers  # aux-loss-free routers: fed each forward
         self.setup_s = time.perf_counter() - t0
 
     # -- checkpoints --
@@ -217,6 +218,8 @@ class Trainer:
                 if tc.train.nan_at_step is not None and step == tc.train.nan_at_step:
                     loss = loss * float("nan")
                 ((loss + out.aux_loss) / len(starts)).backward()
+            if self.bias_routers:  # before a CUDA-graph replay reuses the counts' buffer
+                self.model.observe_routing(out.aux, self.bias_routers)
             # first: a copy (a CUDA-graph replay overwrites its outputs at the next micro-batch)
             loss_sum = loss.detach().clone() if loss_sum is None else loss_sum + loss.detach()
             aux = out.aux_loss.detach()

@@ -303,3 +303,36 @@ def test_compare_needs_two_sources(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path)])
     assert e.value.code == 2 and "two or more" in capsys.readouterr().err
+
+
+def test_the_report_draws_each_optimum_against_what_serving_it_costs(tmp_path):
+    """kv_cache_bytes_per_token at N*: interpolated in log N between the group's sizes, as
+    D* is; a table without the column draws memory alone."""
+    t = sweep_table(budgets=(1e18, 1e19), sparsities=(0.0, 0.75))
+    t["kv_cache_bytes_per_token"] = 8.0 * np.sqrt(t["params_total"])  # grows with width
+    t.to_csv(tmp_path / "t.csv", index=False)
+    build_report(tmp_path / "t.csv", tmp_path / "rep", laws=(), n_boot=20)
+    groups = json.loads((tmp_path / "rep" / "fits.json").read_text())["isoflop"]["groups"]
+    for g in groups:
+        assert g["kv_cache_star"] == pytest.approx(8.0 * np.sqrt(g["n_star"]), rel=0.05)
+    assert (tmp_path / "rep" / "figures" / "loss_star_vs_inference_cost.png").stat().st_size > 1000
+
+
+def test_variants_are_fitted_apart_and_compared_side_by_side(tmp_path):
+    """Two variants at the same points are two models: the report refuses to pool them, fits
+    the one it is given, and compare --by-variant sets them in columns."""
+    a = sweep_table(budgets=(1e18, 1e19), sparsities=(0.0, 0.75), seed=1)
+    b = sweep_table(budgets=(1e18, 1e19), sparsities=(0.0, 0.75), seed=2)
+    a["variant"], b["variant"] = "mha", "mla"
+    b["run_id"] = b["run_id"] + "b"
+    b["val_loss"] += 0.1  # the second variant is worse everywhere
+    (tmp_path / "t").mkdir()
+    pd.concat([a, b]).to_csv(tmp_path / "t" / "runs.csv", index=False)
+    with pytest.raises(TableError, match=r"variants \['mha', 'mla'\]"):
+        build_report(tmp_path / "t" / "runs.csv", tmp_path / "r", laws=(), n_boot=20)
+    build_report(tmp_path / "t" / "runs.csv", tmp_path / "r", laws=(), n_boot=20, variant="mla")
+    fits = json.loads((tmp_path / "r" / "fits.json").read_text())
+    assert fits["n_fitted"] == len(b) and "variant mla" in fits["source"]
+    text = compare([tmp_path / "t" / "runs.csv"], [], Columns(), False, 50, None, by_variant=True)
+    row = next(x for x in text.splitlines() if x.startswith("C=1e+19 S=0 L*"))
+    assert row.count("[") == 2 and "intervals do not overlap" in row

@@ -109,3 +109,25 @@ def test_two_runs_share_one_gpu(tmp_path):
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     summaries = [json.loads(p.read_text()) for p in Path(tmp_path / "runs").glob("*/summary.json")]
     assert len(summaries) == 2 and {s["device"] for s in summaries} == {"cuda:0"}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["model.attention=mla", "model.q_lora_rank=16"],
+        ["moe.score=sigmoid", "moe.balance=aux_free", "moe.load_balance_coef=0"],
+    ],
+)
+def test_deepseek_options_train_under_the_default_compile_mode(tmp_path, options):
+    """MLA and the aux-loss-free router through experiments.train, native backend, compiled
+    (CUDA graphs at this step size): they train, and the router's bias moves on the GPU."""
+    out = execute(
+        tiny_config(tmp_path, *MOE, *options, "train.compile=true", "run.keep_final=checkpoint")
+    )
+    assert out["status"] == "done" and out["backend"] == "native" and out["compile"]
+    assert out["val_loss"] < 5.0
+    state = torch.load(tmp_path / "runs" / out["run_id"] / "checkpoint.pt", weights_only=True)[
+        "model"
+    ]
+    bias = [v for k, v in state.items() if k.endswith("bias_E")]
+    assert all(b.abs().sum() > 0 for b in bias)  # (none for the MLA case)

@@ -410,3 +410,35 @@ def test_cosine_controls_add_the_cosine_run_of_every_point_at_their_budget():
     assert plan.index(next(r for r in plan if r.role == "branch")) > max(
         i for i, r in enumerate(plan) if r.role == "trunk"
     )  # trunks are launched before any branch
+
+
+V3 = ["moe.score=sigmoid", "moe.balance=aux_free", "moe.load_balance_coef=0"]
+
+
+def test_variants_plan_the_grid_once_each_and_record_their_name():
+    base = _plan(_spec("micro"))
+    spec = _spec("micro", variants={"mha": [], "mla_v3": ["model.attention=mla", *V3]})
+    runs = _plan(spec)
+    assert len(runs) == 2 * len(base) and len({r.run_id for r in runs}) == len(runs)
+    mla = [r for r in runs if r.overrides.get("variant") == "mla_v3"]
+    assert len(mla) == len(base) and all(r.name.endswith("_mla_v3") for r in mla)
+    assert all(r.overrides["model"]["attention"] == "mla" for r in mla)
+    assert all(r.overrides["moe"]["balance"] == "aux_free" for r in mla)
+    # what the child composes from the planned overrides is the variant's model
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        _, configs = make_plan(spec)
+    kinds = {(tc.variant, tc.model.attention) for tc in configs}
+    assert kinds == {("mha", "mha"), ("mla_v3", "mla")}
+
+
+@pytest.mark.parametrize(
+    "variants,message",
+    [
+        ({"a": ["model=small"]}, "not a config group"),
+        ({"a": ["model.d_model=64"]}, "set by the planner"),
+        ({"a b": []}, "letters, digits"),
+    ],
+)
+def test_variants_that_cannot_be_planned_are_refused(variants, message):
+    with pytest.raises(ConfigError, match=message):
+        _plan(_spec("micro", variants=variants))
