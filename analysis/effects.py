@@ -80,11 +80,17 @@ def paired_contrasts(df: pd.DataFrame, loss: str, level: float = 0.95) -> dict:
         both = mine.index.intersection(dense.index)
         if len(both) == 0:
             continue
-        diffs = (mine.loc[both] - dense.loc[both]).to_numpy(float)
-        entry: dict = {"pairs": len(diffs), "mean": float(diffs.mean()), "ci": None}
-        if len(diffs) >= 2:
-            half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * diffs.std(ddof=1)
-            half /= np.sqrt(len(diffs))
-            entry["ci"] = [float(diffs.mean() - half), float(diffs.mean() + half)]
-        out[f"{s:.4f}"] = entry
+        out[f"{s:.4f}"] = mean_with_t_interval((mine.loc[both] - dense.loc[both]), level)
     return out
+
+
+def mean_with_t_interval(diffs, level: float = 0.95) -> dict:
+    """{pairs, mean, ci}: the mean of paired differences with its t interval (none from one
+    pair)."""
+    diffs = np.asarray(diffs, float)
+    entry: dict = {"pairs": len(diffs), "mean": float(diffs.mean()), "ci": None}
+    if len(diffs) >= 2:
+        half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * diffs.std(ddof=1)
+        half /= np.sqrt(len(diffs))
+        entry["ci"] = [float(diffs.mean() - half), float(diffs.mean() + half)]
+    return entry

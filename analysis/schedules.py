@@ -16,9 +16,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-from scipy import stats
+
+from analysis.effects import mean_with_t_interval
 
 POINT = ("budget_group", "sparsity", "N_total", "seed")
 
@@ -69,11 +69,5 @@ def paired_difference(main: pd.DataFrame, controls: pd.DataFrame, loss: str, lev
     joined = main.merge(controls, on=key, suffixes=("", "_control"))
     out = {}
     for s, g in joined.groupby("sparsity"):
-        diffs = (g[loss] - g[f"{loss}_control"]).to_numpy(float)
-        entry: dict = {"pairs": len(diffs), "mean": float(diffs.mean()), "ci": None}
-        if len(diffs) >= 2:
-            half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * diffs.std(ddof=1)
-            half /= np.sqrt(len(diffs))
-            entry["ci"] = [float(diffs.mean() - half), float(diffs.mean() + half)]
-        out[f"{s:.4f}"] = entry
+        out[f"{s:.4f}"] = mean_with_t_interval(g[loss] - g[f"{loss}_control"], level)
     return out
