@@ -32,7 +32,7 @@ def test_fit_recovers_known_parameters_within_intervals(name):
     law, true = LAW[name], TRUE[name]
     data, y = random_points(law, true, 120, noise=0.004, seed=1)
     point = fit_law(law, data, y, max_inits=128)
-    thetas, other = bootstrap(law, data, y, point, n_boot=200, workers=2)
+    thetas, other = bootstrap(law, data, y, point, n_boot=100, workers=2)
     params = summarize(law, point, thetas)
     for p, v in params.items():
         lo, hi = v["ci"]

@@ -41,17 +41,22 @@ def _wait_for_step(run_root: Path, step: int, proc, timeout=120):
 
 # 1. Ctrl-C, SIGTERM and SLURM's USR2 warning save, record "interrupted", exit with one line;
 # a rerun matches.
+SIGNALLED = [*TINY, *MOE, "budget.flops=1e10", "run.log_every=5", "run.checkpoint_every=1000"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The signalled runs' config trained without a signal, once for all three signals."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    cmd = [sys.executable, "-m", "experiments.train", *SIGNALLED, f"run.root={root}/u"]
+    subprocess.run([*cmd, f"data.cache_dir={root}/cache"], env=ENV, check=True, capture_output=True)
+    return root / "u"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2])
-def test_signal_saves_and_resumes_to_the_uninterrupted_result(tmp_path, sig):
-    args = [
-        *TINY,
-        *MOE,
-        "budget.flops=2e10",
-        "run.log_every=5",
-        "run.checkpoint_every=1000",
-        f"data.cache_dir={tmp_path}/cache",
-    ]
+def test_signal_saves_and_resumes_to_the_uninterrupted_result(tmp_path, sig, uninterrupted):
+    args = [*SIGNALLED, f"data.cache_dir={tmp_path}/cache"]
     cmd = [sys.executable, "-m", "experiments.train", *args]
     proc = subprocess.Popen(
         [*cmd, f"run.root={tmp_path}/k"],
@@ -71,12 +76,12 @@ def test_signal_saves_and_resumes_to_the_uninterrupted_result(tmp_path, sig):
     assert (run_dir / "checkpoint.pt").exists()
     assert run_state(run_dir)[0] == "interrupted"  # resumable at once, not "running"
     subprocess.run([*cmd, f"run.root={tmp_path}/k"], env=ENV, check=True, capture_output=True)
-    subprocess.run([*cmd, f"run.root={tmp_path}/u"], env=ENV, check=True, capture_output=True)
     k = json.loads((run_dir / "summary.json").read_text())
-    u = json.loads(next((tmp_path / "u").glob("*/summary.json")).read_text())
+    u = json.loads(next(uninterrupted.glob("*/summary.json")).read_text())
+    assert k["run_id"] == u["run_id"]
     assert (k["final_train_loss"], k["val_loss"]) == (u["final_train_loss"], u["val_loss"])
     assert _deterministic(read_jsonl(run_dir / "metrics.jsonl")[0]) == _deterministic(
-        read_jsonl(next((tmp_path / "u").glob("*/metrics.jsonl")))[0]
+        read_jsonl(next(uninterrupted.glob("*/metrics.jsonl")))[0]
     )
 
 

@@ -88,10 +88,21 @@ def _sweep(tmp_path, *args, name="micro"):
 
 
 @pytest.mark.slow
-def test_micro_sweep_runs_then_second_invocation_trains_nothing(tmp_path):
-    first = _sweep(tmp_path)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "12 runs: 12 done" in first.stdout
+def test_micro_sweep_goes_past_a_failed_run_retries_it_then_trains_nothing(tmp_path):
+    """One micro sweep (12 runs): a run whose directory holds a corrupt checkpoint fails and the
+    sweep goes on; status says so; retry_failed trains it; a further invocation trains nothing."""
+    plan = _plan(_spec("micro"))  # the ids the sweep plans
+    victim = plan[2]
+    (tmp_path / "sw" / "runs" / victim.run_id).mkdir(parents=True)
+    (tmp_path / "sw" / "runs" / victim.run_id / "checkpoint.pt").write_bytes(b"corrupt checkpoint")
+    out = _sweep(tmp_path)
+    assert out.returncode == 1
+    assert "11 done" in out.stdout and "1 failed" in out.stdout
+    assert f"FAILED {victim.name} ({victim.run_id})" in out.stdout
+    status = _sweep(tmp_path, "action=status")
+    assert "1 failed" in status.stdout
+    retried = _sweep(tmp_path, "retry_failed=true")
+    assert retried.returncode == 0 and "12 runs: 12 done" in retried.stdout
     summaries = [
         json.loads(p.read_text()) for p in (tmp_path / "sw" / "runs").glob("*/summary.json")
     ]
@@ -99,25 +110,6 @@ def test_micro_sweep_runs_then_second_invocation_trains_nothing(tmp_path):
     second = _sweep(tmp_path)
     assert second.returncode == 0
     assert "nothing to train" in second.stdout and "launching" not in second.stdout
-    status = _sweep(tmp_path, "action=status")
-    assert status.stdout.startswith("12 runs: 12 done")
-
-
-@pytest.mark.slow
-def test_sweep_keeps_going_past_a_failed_run_and_can_retry_it(tmp_path):
-    assert _sweep(tmp_path, "action=plan").returncode == 0
-    plan = json.loads((tmp_path / "sw" / "plan.json").read_text())
-    victim = plan["runs"][2]["run_id"]
-    (tmp_path / "sw" / "runs" / victim).mkdir(parents=True)
-    (tmp_path / "sw" / "runs" / victim / "checkpoint.pt").write_bytes(b"corrupt checkpoint")
-    out = _sweep(tmp_path)
-    assert out.returncode == 1
-    assert "11 done" in out.stdout and "1 failed" in out.stdout
-    assert f"FAILED {plan['runs'][2]['name']} ({victim})" in out.stdout
-    status = _sweep(tmp_path, "action=status")
-    assert "1 failed" in status.stdout
-    retried = _sweep(tmp_path, "retry_failed=true")
-    assert retried.returncode == 0 and "12 runs: 12 done" in retried.stdout
 
 
 @pytest.mark.slow
