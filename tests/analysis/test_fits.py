@@ -57,7 +57,7 @@ def test_intervals_shrink_with_more_data():
     for n in (40, 400):
         data, y = random_points(CHINCHILLA, TRUE["chinchilla"], n, noise=0.01, seed=2)
         point = fit_law(CHINCHILLA, data, y, max_inits=64)
-        thetas, _ = bootstrap(CHINCHILLA, data, y, point, n_boot=150, workers=1)
+        thetas, _ = bootstrap(CHINCHILLA, data, y, point, n_boot=80, workers=1)
         params = summarize(CHINCHILLA, point, thetas)
         widths.append({p: v["ci"][1] - v["ci"][0] for p, v in params.items()})
     for p in ("E", "alpha", "beta"):
