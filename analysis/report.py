@@ -30,40 +30,16 @@ DEFAULT_LAWS = ("chinchilla", "apple", "joint_moe")
 
 
 def build_report(
-    source,
-    out: Path,
-    laws=DEFAULT_LAWS,
-    cols: Columns | None = None,
-    n_given: bool = False,
-    n_boot: int = 1000,
-    max_inits: int = 512,
-    budgets: list[float] | None = None,
-    not_in_plan: list[str] | None = None,
-    n_convention: str = "non_embedding",
-    flops_convention: str = "ours",
-    budget_tolerance: float = 0.05,
-    seed: int = 0,
-    variant: str | None = None,
+    source, out: Path, laws=DEFAULT_LAWS, cols: Columns | None = None, **options
 ) -> Path:
+    """The report of one table: ``options`` are analysis/source.py ``analyse_source``'s
+    (n_given, n_boot, max_inits, budgets, not_in_plan, n_convention, flops_convention,
+    budget_tolerance, seed, variant)."""
     t0 = time.time()
     cols = cols or Columns()
     out = Path(out)
     fig_dir = out / "figures"
-    a = analyse_source(
-        source,
-        laws,
-        cols,
-        n_given,
-        n_boot,
-        max_inits,
-        budgets,
-        not_in_plan,
-        n_convention,
-        flops_convention,
-        budget_tolerance,
-        seed,
-        variant,
-    )
+    a = analyse_source(source, laws, cols, **options)
     df, fits, iso = a.df, a.fits, a.iso
     write_table(a.table, out)
     figs: list[tuple[str, Path]] = []
