@@ -437,3 +437,28 @@ def test_variants_plan_the_grid_once_each_and_record_their_name():
 def test_variants_that_cannot_be_planned_are_refused(variants, message):
     with pytest.raises(ConfigError, match=message):
         _plan(_spec("micro", variants=variants))
+
+
+@pytest.mark.slow
+def test_a_sweep_of_variants_reports_each_and_compares_them(tmp_path):
+    """The driver's report step on a sweep with variants: a report per variant (never one
+    pooled fit) and their comparison, from the run directories' summaries."""
+    from experiments.sweep.driver import report
+    from tests.analysis.synth import sweep_table
+
+    sweep = SweepDir(tmp_path / "sw")
+    ids = []
+    for variant, shift, seed in (("mha", 0.0, 1), ("mla", 0.05, 2)):
+        t = sweep_table(budgets=(1e18, 1e19), sparsities=(0.0, 0.75), seed=seed)
+        t["variant"], t["val_loss"] = variant, t["val_loss"] + shift
+        for row in t.to_dict("records"):
+            rid = f"{variant}{row['run_id']}"
+            (sweep.runs / rid).mkdir(parents=True)
+            (sweep.runs / rid / "summary.json").write_text(json.dumps(row | {"run_id": rid}))
+            ids.append(rid)
+    assert report(sweep, ids, ["mha", "mla"])
+    for v in ("mha", "mla"):
+        fits = json.loads((sweep.report / v / "fits.json").read_text())
+        assert fits["n_fitted"] == len(ids) // 2 and f"variant {v}" in fits["source"]
+    text = (sweep.report / "compare" / "compare.md").read_text()
+    assert "runs:mha" in text and "runs:mla" in text
