@@ -94,15 +94,20 @@ def _final(summary) -> dict:
     }
 
 
-class TensorBoard(Callback):
-    def __init__(self):
-        self.log: TensorBoardLog | None = None
+class _Tracker(Callback):
+    """A callback feeding one log (opened at the first row): logged rows, evaluations under
+    eval/, and the summary's final values."""
 
-    def _open(self, trainer) -> TensorBoardLog:
+    def __init__(self):
+        self.log = None
+
+    def _open(self, trainer):
         if self.log is None:
-            resumed = trainer.checkpointed_step or None
-            self.log = TensorBoardLog(trainer.rd.path / "tensorboard", resumed)
+            self.log = self._create(trainer)
         return self.log
+
+    def _create(self, trainer):
+        raise NotImplementedError
 
     def on_log(self, trainer, row: dict) -> None:
         self._open(trainer).log(scalars(row), row["step"])
@@ -116,24 +121,14 @@ class TensorBoard(Callback):
         self._open(trainer).close(_final(summary))
 
 
-class WandB(Callback):
-    def __init__(self):
-        self.log: WandBLog | None = None
+class TensorBoard(_Tracker):
+    def _create(self, trainer) -> TensorBoardLog:
+        # a resumed run's curve continues from its checkpoint (TensorBoard's purge_step)
+        return TensorBoardLog(trainer.rd.path / "tensorboard", trainer.checkpointed_step or None)
 
-    def _open(self, trainer) -> WandBLog:
-        if self.log is None:
-            from experiments.config import as_dict
 
-            self.log = WandBLog(trainer.rid, trainer.rd.path, as_dict(trainer.tc))
-        return self.log
+class WandB(_Tracker):
+    def _create(self, trainer) -> WandBLog:
+        from experiments.config import as_dict
 
-    def on_log(self, trainer, row: dict) -> None:
-        self._open(trainer).log(scalars(row), row["step"])
-
-    def on_eval(self, trainer, values: dict) -> None:
-        self._open(trainer).log(
-            {f"eval/{k}": v for k, v in scalars(values).items()}, trainer.state.step
-        )
-
-    def on_finish(self, trainer, summary) -> None:
-        self._open(trainer).close(_final(summary))
+        return WandBLog(trainer.rid, trainer.rd.path, as_dict(trainer.tc))
