@@ -50,18 +50,14 @@ def branch_plan(spec, runs: list, compose, planned) -> list:
     out_trunks, out_plain, out_branches, out_controls = [], [], [], []
     for members in points.values():
         members.sort(key=lambda r: r.budget)
-        cfgs = [compose(r.overrides) for r in members]
-        warmup = math.ceil(cfgs[0].optim.warmup_fraction * min(tc.steps for tc in cfgs))
+        # the schedule changes no run's length: the planned steps are the WSD runs' steps
+        fraction = compose(members[0].overrides).optim.warmup_fraction
+        warmup = math.ceil(fraction * min(r.steps for r in members))
         wsd = [compose(_wsd(r.overrides, sched, warmup)) for r in members]
-        trunk_steps = wsd[-1].steps
         starts = [decay_start(tc.steps, tc.optim) for tc in wsd]
-        # a shorter run branches where its decay begins, which must lie in the trunk's stable
-        # phase (strictly shorter runs always do)
-        branches = [
-            i
-            for i in range(len(members) - 1)
-            if wsd[i].steps < trunk_steps and starts[i] <= starts[-1]
-        ]
+        # a shorter run branches where its decay begins, which lies in the trunk's stable phase
+        # (decay_start never decreases with the length); equal lengths have nothing to share
+        branches = [i for i in range(len(members) - 1) if wsd[i].steps < wsd[-1].steps]
         trunk_name = ""
         mine = []  # this point's branches
         for i, (r, tc) in enumerate(zip(members, wsd)):
