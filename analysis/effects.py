@@ -1,7 +1,8 @@
 """The sparsity effect, read the way a sparsity study should be read.
 
 Per budget, from the IsoFLOP groups (bracketed ones only) and the same bootstrap draws as
-everything else:
+everything else (and, for continuity with earlier reports, the slope of L\\* in S itself,
+``slope_in_sparsity``):
 - **per doubling of E**: the slope of L\\* against log2(E), E = 1/(1-S) (K=1: the expert count).
   Abnar et al.'s law and the question "how sparse" are in log(1-S), not in S;
 - **vs dense**: Delta L\\*(S) = L\\*(S) - L\\*(dense), with its interval, for every sparsity;
@@ -25,7 +26,8 @@ def doublings(sparsity) -> np.ndarray:
     return -np.log2(1.0 - np.asarray(sparsity, float))
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """OLS slope of y (..., k) on x (k,): for one fit or a stack of bootstrap replicates."""
     xc = x - x.mean()
     return (y * xc).sum(-1) / (xc * xc).sum()
 
@@ -42,10 +44,10 @@ def sparsity_effects(rows, keep, point, boot, level, design_df, loss, draws=None
         whole = bool(idx) and all(boot[i] for i in idx)
         if len(np.unique(s)) >= 2:
             x = doublings(s)
-            entry["per_doubling"] = float(_slope(x, np.array([point[i]["loss_star"] for i in idx])))
+            entry["per_doubling"] = float(slope(x, np.array([point[i]["loss_star"] for i in idx])))
             entry["per_doubling_ci"] = None
             if whole:
-                reps = _slope(x, np.stack([boot[i]["loss_star"] for i in idx], axis=-1))
+                reps = slope(x, np.stack([boot[i]["loss_star"] for i in idx], axis=-1))
                 draws[(f"{b:.4g}", "per_doubling")] = reps
                 entry["per_doubling_ci"] = percentile_interval(reps, level)
         dense = [i for i in idx if rows[i]["sparsity"] == 0]
@@ -94,3 +96,30 @@ def mean_with_t_interval(diffs, level: float = 0.95) -> dict:
         half /= np.sqrt(len(diffs))
         entry["ci"] = [float(diffs.mean() - half), float(diffs.mean() + half)]
     return entry
+
+
+def slope_in_sparsity(rows, keep, point, boot, level) -> dict:
+    """Per budget: the slope of L* in S (linear) over its bracketed sparsities."""
+    out = {}
+    for b in sorted({rows[i]["budget"] for i in range(len(rows))}):
+        idx = [i for i in keep if rows[i]["budget"] == b]
+        excluded = [
+            rows[i]["sparsity"]
+            for i in range(len(rows))
+            if rows[i]["budget"] == b and i not in keep
+        ]
+        s = np.array([rows[i]["sparsity"] for i in idx])
+        entry = {"sparsities": s.tolist(), "excluded_sparsities": excluded}
+        if len(np.unique(s)) < 2:
+            entry["reason"] = "fewer than 2 bracketed sparsity levels at this budget"
+        else:
+            entry["slope"] = float(slope(s, np.array([point[i]["loss_star"] for i in idx])))
+            entry["slope_ci"] = (
+                percentile_interval(
+                    slope(s, np.stack([boot[i]["loss_star"] for i in idx], axis=-1)), level
+                )
+                if all(boot[i] for i in idx)
+                else None
+            )
+        out[f"{b:.4g}"] = entry
+    return out

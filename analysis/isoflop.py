@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.effects import sparsity_effects
+from analysis.effects import slope, slope_in_sparsity, sparsity_effects
 from analysis.fit import percentile_interval, rng_for
 from analysis.noise import Noise, budget_noise, lack_of_fit, replicate_noise, residual_noise
 
@@ -193,12 +193,6 @@ def _fit_all(groups, ys):
     return out
 
 
-def _slope(s: np.ndarray, ls: np.ndarray) -> np.ndarray:
-    """OLS slope of ls (..., k) on s (k,)."""
-    sc = s - s.mean()
-    return (ls * sc).sum(-1) / (sc * sc).sum()
-
-
 SHAPE_SIZES = 5  # sizes a group needs for a cubic beside its parabola (shape uncertainty)
 
 
@@ -346,7 +340,7 @@ def analyse(
         rows,
         _pooled(groups, by_budget),
         "; ".join(f"C={b:.4g}: {r}" for b, r in reasons.items()) or None,
-        _slopes(rows, keep, point, boot, level),
+        slope_in_sparsity(rows, keep, point, boot, level),
         _scaling(rows, keep, point, boot, level, alt_boot),
         noise_by_budget=by_budget,
         effects=sparsity_effects(rows, keep, point, boot, level, design_df, loss, draws),
@@ -378,32 +372,6 @@ def _failed_in(all_runs: pd.DataFrame, g: Group, loss: str) -> list[dict]:
     ]
 
 
-def _slopes(rows, keep, point, boot, level) -> dict:
-    out = {}
-    for b in sorted({rows[i]["budget"] for i in range(len(rows))}):
-        idx = [i for i in keep if rows[i]["budget"] == b]
-        excluded = [
-            rows[i]["sparsity"]
-            for i in range(len(rows))
-            if rows[i]["budget"] == b and i not in keep
-        ]
-        s = np.array([rows[i]["sparsity"] for i in idx])
-        entry = {"sparsities": s.tolist(), "excluded_sparsities": excluded}
-        if len(np.unique(s)) < 2:
-            entry["reason"] = "fewer than 2 bracketed sparsity levels at this budget"
-        else:
-            entry["slope"] = float(_slope(s, np.array([point[i]["loss_star"] for i in idx])))
-            entry["slope_ci"] = (
-                percentile_interval(
-                    _slope(s, np.stack([boot[i]["loss_star"] for i in idx], axis=-1)), level
-                )
-                if all(boot[i] for i in idx)
-                else None
-            )
-        out[f"{b:.4g}"] = entry
-    return out
-
-
 def _scaling(rows, keep, point, boot, level, alt_boot=None) -> dict:
     """Per sparsity: exponents of N*, N*_active and D* in C over bracketed budgets."""
     out = {}
@@ -417,15 +385,15 @@ def _scaling(rows, keep, point, boot, level, alt_boot=None) -> dict:
         lc = np.log([rows[i]["C"] for i in idx])
         for key in ("n_star", "n_star_active", "d_star"):
             with np.errstate(divide="ignore", invalid="ignore"):
-                est = _slope(lc, np.log([point[i][key] for i in idx]))
+                est = slope(lc, np.log([point[i][key] for i in idx]))
                 whole = all(boot[i] for i in idx)
                 reps = (
-                    _slope(lc, np.log(np.stack([boot[i][key] for i in idx], -1))) if whole else None
+                    slope(lc, np.log(np.stack([boot[i][key] for i in idx], -1))) if whole else None
                 )
             ci = percentile_interval(reps, level) if whole else None
             if whole and alt_boot and all(alt_boot[i] for i in idx):
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    other = _slope(lc, np.log(np.stack([alt_boot[i][key] for i in idx], -1)))
+                    other = slope(lc, np.log(np.stack([alt_boot[i][key] for i in idx], -1)))
                 ci = _union(ci, percentile_interval(other, level))
             entry[key] = {"exponent": float(est), "ci": ci}
         out[f"{s:.4f}"] = entry
