@@ -358,36 +358,10 @@ def from_dict(cfg: dict, check_steps: bool = True, read_corpus: bool = True) -> 
         )
     if check_steps:
         check_budget(tc)
+        from experiments.trainer.branching import check_branching
+
         check_branching(tc)
     return tc
-
-
-def check_branching(tc: TrainConfig) -> None:
-    """A branch equals its run trained from scratch only if the trunk's learning rate agreed
-    with its own up to the branch step: the same warmup in steps, and no decay yet."""
-    from experiments.trainer.optim import decay_start
-
-    run, optim = tc.run, tc.optim
-    late = [k for k in run.keep_steps if k >= tc.steps]
-    if late:
-        raise ConfigError(f"run.keep_steps: {late} not before the run's last step {tc.steps}")
-    if run.branch_step is None:
-        return
-    if optim.schedule not in ("wsd", "constant"):
-        raise ConfigError(
-            f"run.branch_from: a branch needs optim.schedule=wsd or constant (its LR before the "
-            f"decay must not depend on the run's length), got {optim.schedule}"
-        )
-    if optim.warmup_steps is None and optim.warmup_fraction > 0:
-        raise ConfigError(
-            "run.branch_from: set optim.warmup_steps (a warmup_fraction differs between a "
-            "branch and its longer trunk)"
-        )
-    if run.branch_step > decay_start(tc.steps, optim):
-        raise ConfigError(
-            f"run.branch_step={run.branch_step} is past this run's decay start "
-            f"{decay_start(tc.steps, optim)} (of {tc.steps} steps)"
-        )
 
 
 def check_budget(tc: TrainConfig, min_steps: int = 1) -> None:

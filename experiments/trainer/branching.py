@@ -13,6 +13,8 @@ from pathlib import Path
 
 from experiments.files import read_json
 from experiments.record import SUMMARY, RunDir, is_locked
+from experiments.trainer.optim import decay_start
+from models.typed import ConfigError
 
 POLL_S = 2.0
 SAY_EVERY_S = 300.0
@@ -56,6 +58,32 @@ def wait_for_branch_point(trunk: Path, step: int, wait_s: float, rid: str) -> Pa
             last_said = time.monotonic()
         time.sleep(POLL_S)
     return point
+
+
+def check_branching(tc) -> None:
+    """A branch equals its run trained from scratch only if the trunk's learning rate agreed
+    with its own up to the branch step: the same warmup in steps, and no decay yet."""
+    run, optim = tc.run, tc.optim
+    late = [k for k in run.keep_steps if k >= tc.steps]
+    if late:
+        raise ConfigError(f"run.keep_steps: {late} not before the run's last step {tc.steps}")
+    if run.branch_step is None:
+        return
+    if optim.schedule not in ("wsd", "constant"):
+        raise ConfigError(
+            f"run.branch_from: a branch needs optim.schedule=wsd or constant (its LR before the "
+            f"decay must not depend on the run's length), got {optim.schedule}"
+        )
+    if optim.warmup_steps is None and optim.warmup_fraction > 0:
+        raise ConfigError(
+            "run.branch_from: set optim.warmup_steps (a warmup_fraction differs between a "
+            "branch and its longer trunk)"
+        )
+    if run.branch_step > decay_start(tc.steps, optim):
+        raise ConfigError(
+            f"run.branch_step={run.branch_step} is past this run's decay start "
+            f"{decay_start(tc.steps, optim)} (of {tc.steps} steps)"
+        )
 
 
 def start_from_trunk(trainer) -> None:
