@@ -1,0 +1,118 @@
+"""Sweep axes beyond budgets and sparsities: WSD trunks with cooldown branches (and cosine
+controls), and variants (attention or router kinds) planned, reported and compared apart."""
+
+import json
+
+import pytest
+from hydra import initialize_config_dir
+
+from experiments.sweep.driver import make_plan
+from experiments.sweep.sweep_dir import SweepDir
+from models import ConfigError
+from tests.experiments.helpers import CONF
+from tests.experiments.test_sweep import _plan, _spec, _sweep
+
+
+@pytest.mark.slow
+def test_wsd_branches_train_three_budgets_for_at_most_three_quarters_of_the_flops(tmp_path):
+    """micro_branches: three budgets; every (budget, size, sparsity, seed) gets its record,
+    the shorter runs branched from trunks, for at most 75% of what the cosine plan trains."""
+    spec = _spec("micro_branches")
+    cosine = _plan(_spec("micro_branches", schedule={"kind": "cosine"}))
+    plan = _plan(spec)
+    points = lambda runs: sorted((r.budget, r.d_model, r.num_experts, r.top_k) for r in runs)
+    assert points(plan) == points(cosine)  # the same grid, only trained differently
+    out = _sweep(tmp_path, name="micro_branches")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "WSD branches:" in out.stdout
+    summaries = [
+        json.loads(p.read_text()) for p in (tmp_path / "sw" / "runs").glob("*/summary.json")
+    ]
+    assert len(summaries) == len(plan) and all(s["status"] == "done" for s in summaries)
+    assert {s["run_id"] for s in summaries} == {r.run_id for r in plan}
+    branches = [s for s in summaries if s["branch_of"]]
+    trunks = {r.run_id for r in plan if r.role == "trunk"}
+    assert branches and {s["branch_of"] for s in branches} == trunks
+    trained = sum(s["trained_flops"] for s in summaries)
+    assert trained <= 0.75 * sum(r.flops for r in cosine), trained
+    assert not list((tmp_path / "sw" / "runs").glob("*/branch-point-*.pt"))  # all consumed
+
+
+def test_branch_plans_are_refused_where_they_would_not_be_exact():
+    with pytest.raises(ConfigError, match="cosine_controls"):
+        _spec("micro", schedule={"kind": "cosine", "cosine_controls": [1e10]})
+    with pytest.raises(ConfigError, match="not among sweep.budgets"):
+        _spec("micro", schedule={"kind": "wsd_branches", "cosine_controls": [3e10]})
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        _plan(_spec("micro_branches", train=["data=sotu_bytes", "optim.schedule=cosine"]))
+
+
+def test_cosine_controls_add_the_cosine_run_of_every_point_at_their_budget():
+    spec = _spec("micro_branches", schedule={"kind": "wsd_branches", "cosine_controls": [2e9]})
+    plan = _plan(spec)
+    controls = [r for r in plan if r.role == "control"]
+    at = [r for r in plan if r.budget == 2e9 and r.role != "control"]
+    assert len(controls) == len(at) and all(r.budget == 2e9 for r in controls)
+    assert all(
+        "optim" not in r.overrides or "schedule" not in r.overrides["optim"] for r in controls
+    )
+    assert plan.index(next(r for r in plan if r.role == "branch")) > max(
+        i for i, r in enumerate(plan) if r.role == "trunk"
+    )  # trunks are launched before any branch
+
+
+V3 = ["moe.score=sigmoid", "moe.balance=aux_free", "moe.load_balance_coef=0"]
+
+
+def test_variants_plan_the_grid_once_each_and_record_their_name():
+    base = _plan(_spec("micro"))
+    spec = _spec("micro", variants={"mha": [], "mla_v3": ["model.attention=mla", *V3]})
+    runs = _plan(spec)
+    assert len(runs) == 2 * len(base) and len({r.run_id for r in runs}) == len(runs)
+    mla = [r for r in runs if r.overrides.get("variant") == "mla_v3"]
+    assert len(mla) == len(base) and all(r.name.endswith("_mla_v3") for r in mla)
+    assert all(r.overrides["model"]["attention"] == "mla" for r in mla)
+    assert all(r.overrides["moe"]["balance"] == "aux_free" for r in mla)
+    # what the child composes from the planned overrides is the variant's model
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        _, configs = make_plan(spec)
+    kinds = {(tc.variant, tc.model.attention) for tc in configs}
+    assert kinds == {("mha", "mha"), ("mla_v3", "mla")}
+
+
+@pytest.mark.parametrize(
+    "variants,message",
+    [
+        ({"a": ["model=small"]}, "not a config group"),
+        ({"a": ["model.d_model=64"]}, "set by the planner"),
+        ({"a b": []}, "letters, digits"),
+    ],
+)
+def test_variants_that_cannot_be_planned_are_refused(variants, message):
+    with pytest.raises(ConfigError, match=message):
+        _plan(_spec("micro", variants=variants))
+
+
+@pytest.mark.slow
+def test_a_sweep_of_variants_reports_each_and_compares_them(tmp_path):
+    """The driver's report step on a sweep with variants: a report per variant (never one
+    pooled fit) and their comparison, from the run directories' summaries."""
+    from experiments.sweep.driver import report
+    from tests.analysis.synth import sweep_table
+
+    sweep = SweepDir(tmp_path / "sw")
+    ids = []
+    for variant, shift, seed in (("mha", 0.0, 1), ("mla", 0.05, 2)):
+        t = sweep_table(budgets=(1e18, 1e19), sparsities=(0.0, 0.75), seed=seed)
+        t["variant"], t["val_loss"] = variant, t["val_loss"] + shift
+        for row in t.to_dict("records"):
+            rid = f"{variant}{row['run_id']}"
+            (sweep.runs / rid).mkdir(parents=True)
+            (sweep.runs / rid / "summary.json").write_text(json.dumps(row | {"run_id": rid}))
+            ids.append(rid)
+    assert report(sweep, ids, ["mha", "mla"])
+    for v in ("mha", "mla"):
+        fits = json.loads((sweep.report / v / "fits.json").read_text())
+        assert fits["n_fitted"] == len(ids) // 2 and f"variant {v}" in fits["source"]
+    text = (sweep.report / "compare" / "compare.md").read_text()
+    assert "runs:mha" in text and "runs:mla" in text
