@@ -13,6 +13,9 @@
 #                     docs/studies/kernel/runs, stopped (as Ctrl-C stops it) after <seconds>;
 #                     its run records come back as $OUT/study_runs.tgz, to be committed
 #                     ($STUDY_ARGS: extra sweep overrides, e.g. "sweep.budgets=[6e13,1.9e14]").
+#   sweep:<spec>:<seconds>  the sweep conf/sweep/<spec>.yaml, resumed from the run records in
+#                     $STUDY_DIR/runs when it is set (e.g. docs/studies/study2/pilot), stopped
+#                     after <seconds>; its records come back as $OUT/<spec>_runs.tgz.
 # Carry: .gpu-wheels (MegaBlocks, Hydra and its joblib launcher) and .study-data (the tokenized
 # corpus, xz-compressed: experiments/corpora/debian_kernel.py, then experiments.prepare --xz).
 set -uo pipefail
@@ -65,5 +68,19 @@ for step in "$@"; do
       tail -25 "$OUT/study.log"
       tar czf "$OUT/study_runs.tgz" --exclude='*.pt' --exclude='.lock' -C sweeps/gpu runs \
         $(cd sweeps/gpu && ls sweep_log.jsonl lr_rule.json plan.json 2>/dev/null) ;;
+    sweep:*)
+      spec=${step#sweep:}; seconds=${spec#*:}; spec=${spec%%:*}; dir=sweeps/$spec
+      mkdir -p "$dir/runs"
+      [[ -n ${STUDY_DIR:-} && -d $STUDY_DIR/runs ]] && cp -r "$STUDY_DIR/runs/." "$dir/runs/"
+      setsid python3 -m experiments.sweep sweep="$spec" hydra.sweep.dir="$dir" report=false \
+        ${STUDY_ARGS:-} > "$OUT/$spec.log" 2>&1 &
+      pid=$!
+      ( sleep "$seconds"; kill -INT -- "-$pid" 2>/dev/null ) &
+      timer=$!
+      wait "$pid"
+      kill "$timer" 2>/dev/null
+      tail -25 "$OUT/$spec.log"
+      tar czf "$OUT/${spec}_runs.tgz" --exclude='*.pt' --exclude='.lock' -C "$dir" runs \
+        $(cd "$dir" && ls sweep_log.jsonl plan.json 2>/dev/null) ;;
   esac
 done

@@ -43,8 +43,11 @@ from experiments.sweep.slurm import render_sweep
 from experiments.sweep.spec import SweepSpec
 from experiments.sweep.sweep_dir import SweepDir, format_efficiency, format_status, to_train
 from experiments.train import resolve
+from models.typed import from_dict as build
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+FAMILY_KEY = "sweep.family."  # variants may reshape the model family ...
+SPEC_KEYS = ("sweep.granularity",)  # ... and these fields of the spec
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PLANNER_KEYS = (
     "model.d_model",
@@ -82,7 +85,7 @@ def make_plan(
     # `+planned=<id>` (a @package _global_ config after _self_) does, at a fraction of the cost.
     base = compose("train", overrides=list(spec.train))
     runs, configs = [], []
-    for variant, values in variant_values(spec, keys).items():
+    for variant, (values, shaped) in variant_values(spec, keys).items():
         # a variant's values ride in each of its runs' overrides (the planned config)
         with_variant = OmegaConf.merge(base, values)
 
@@ -90,7 +93,7 @@ def make_plan(
             cfg = OmegaConf.merge(b, OmegaConf.create(overrides))
             return from_dict(resolve(cfg), check_steps=check_steps)
 
-        mine = plan(spec, compose_train, lr_rule, budgets, extra_lrs, variant)
+        mine = plan(shaped, compose_train, lr_rule, budgets, extra_lrs, variant)
         for r in mine:
             r.overrides = OmegaConf.to_container(OmegaConf.merge(values, r.overrides))
         runs += mine
@@ -105,10 +108,13 @@ def make_plan(
 
 
 def variant_values(spec: SweepSpec, planner_keys) -> dict:
-    """{variant name (None: no variants): its values as a config}. Variants set values
-    (model.attention=mla), never config groups or what the planner sets."""
+    """{variant name (None: no variants): (its values as a config, the spec it is planned
+    with)}. Variants set values (model.attention=mla), never config groups or what the
+    planner sets; or they reshape what the planner draws from: the model family and the
+    granularity (sweep.family.head_dim=16, sweep.granularity=2)."""
     out = {}
     for name, overrides in (spec.variants or {None: []}).items():
+        values, family, shape = [], {}, {}
         for o in overrides:
             key = o.split("=")[0]
             if "=" not in o or "." not in key or o[:1] in "+~":
@@ -118,7 +124,21 @@ def variant_values(spec: SweepSpec, planner_keys) -> dict:
                 )
             if key in planner_keys:
                 raise ConfigError(f"sweep.variants.{name}: {key} is set by the planner")
-        out[name] = OmegaConf.from_dotlist(list(overrides))
+            value = yaml.safe_load(o.split("=", 1)[1])
+            if key.startswith(FAMILY_KEY):
+                family[key[len(FAMILY_KEY) :]] = value
+            elif key in SPEC_KEYS:
+                shape[key.split(".")[1]] = value
+            elif key.startswith("sweep."):
+                raise ConfigError(
+                    f"sweep.variants.{name}: {key} cannot vary by variant; a variant may set "
+                    f"{', '.join(SPEC_KEYS)} or {FAMILY_KEY}*"
+                )
+            else:
+                values.append(o)
+        where = f"sweep.variants.{name}"
+        reshaped = asdict(spec) | shape | {"family": asdict(spec.family) | family}
+        out[name] = (OmegaConf.from_dotlist(values), build(SweepSpec, reshaped, where))
     return out
 
 

@@ -1,5 +1,6 @@
 """Sweep axes beyond budgets and sparsities: WSD trunks with cooldown branches (and cosine
-controls), and variants (attention or router kinds) planned, reported and compared apart."""
+controls), and variants (attention or router kinds, head sizes, granularity) planned, reported
+and compared apart."""
 
 import json
 
@@ -80,12 +81,40 @@ def test_variants_plan_the_grid_once_each_and_record_their_name():
     assert kinds == {("mha", "mha"), ("mla_v3", "mla")}
 
 
+def test_variants_can_reshape_the_family_and_the_granularity():
+    """A head_dim axis (the second study's pilot) and a granularity axis (its gate ablation):
+    each variant's runs are drawn from its own family or granularity; the unchanged variant
+    plans exactly the runs of the spec without variants."""
+    base = _plan(_spec("micro", variants={"same": []}))
+    spec = _spec(
+        "micro",
+        variants={
+            "same": [],
+            "hd2": ["sweep.family.head_dim=2"],
+            "g2": ["sweep.granularity=2", "moe.renormalize=true"],
+        },
+    )
+    runs = _plan(spec)
+    by = {v: [r for r in runs if r.overrides.get("variant") == v] for v in ("same", "hd2", "g2")}
+    assert [r.run_id for r in by["same"]] == [r.run_id for r in base]
+    assert all(r.overrides["model"]["n_heads"] == r.d_model // 2 for r in by["hd2"])
+    assert {r.overrides["model"]["n_heads"] for r in by["hd2"]} != {
+        r.overrides["model"]["n_heads"] for r in by["same"]
+    }
+    assert all(r.overrides["moe"]["granularity"] == 2 for r in by["g2"])
+    assert all(r.overrides["moe"]["renormalize"] is True for r in by["g2"])
+    assert all(r.overrides["moe"]["granularity"] == 1 for r in by["same"])
+
+
 @pytest.mark.parametrize(
     "variants,message",
     [
         ({"a": ["model=small"]}, "not a config group"),
         ({"a": ["model.d_model=64"]}, "set by the planner"),
         ({"a b": []}, "letters, digits"),
+        ({"a": ["sweep.budgets=[1e12]"]}, "cannot vary by variant"),
+        ({"a": ["sweep.family.head_dim=3"]}, "must be even"),
+        ({"a": ["sweep.family.width=3"]}, "unknown field"),
     ],
 )
 def test_variants_that_cannot_be_planned_are_refused(variants, message):
