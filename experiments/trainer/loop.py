@@ -22,6 +22,7 @@ from experiments.data.dataset import Dataset
 from experiments.distributed import expert_parallel as ep_
 from experiments.distributed import ranks as dist_
 from experiments.record import LoopState, RunDir, RunSummary
+from experiments.trainer import health
 from experiments.trainer.branching import start_from_trunk
 from experiments.trainer.callbacks import Callbacks
 from experiments.trainer.checkpoint import (
@@ -48,7 +49,7 @@ AGREE_EVERY = 10  # multi-rank: steps between agreeing on interrupts and checkpo
 
 
 class TrainingFailed(RuntimeError):
-    """The run cannot go on (non-finite or diverging loss); the message is the reason."""
+    """The run cannot go on (non-finite, diverging or not falling loss); the message says why."""
 
 
 class Trainer:
@@ -255,16 +256,19 @@ class Trainer:
         return self.last_read
 
     def check_loss(self, step: int, loss: float) -> None:
-        if not math.isfinite(loss):
-            raise TrainingFailed(f"non-finite training loss ({loss}) at step {step}")
-        first = self.state.first_loss
-        if first is None:
+        if self.state.first_loss is None and math.isfinite(loss):
             self.state.first_loss = loss
-        elif loss > self.tc.train.divergence_factor * first:
-            raise TrainingFailed(
-                f"diverged: loss {loss:.3f} > {self.tc.train.divergence_factor} x initial "
-                f"{first:.3f} at step {step}"
-            )
+        why = health.loss_problem(loss, self.state.first_loss, self.tc.train.divergence_factor)
+        if why:
+            raise TrainingFailed(f"{why} at step {step}")
+
+    def check_learning(self) -> None:
+        self.flush()
+        # the whole training split (every rank holds it): all ranks reach the same verdict
+        floor = health.unigram_entropy(self.data.train, self.tc.model.vocab_size)
+        why = health.not_learning(self.state.first_loss or 0.0, self.state.recent, floor)
+        if why:
+            raise TrainingFailed(f"{why} at step {self.state.step} of {self.total}")
 
     def run_eval(self) -> None:
         t0 = time.perf_counter()
@@ -312,6 +316,8 @@ class Trainer:
             if st.step - step0 == WARMUP_STEPS:
                 self.flush()
                 st.time.warmup_s += time.perf_counter() - t0
+            if st.step == health.check_step(self.total):
+                self.check_learning()
             done = st.step == self.total
             if st.step in tc.run.keep_steps and not done:
                 self.flush()  # never keep weights that a NaN has already reached

@@ -1,0 +1,39 @@
+"""A run that is not learning fails a quarter of the way in, saying why; healthy runs do not."""
+
+import math
+
+import numpy as np
+import torch
+
+from experiments.train import execute
+from experiments.trainer import health
+from tests.experiments.helpers import tiny_config
+
+
+def test_unigram_entropy_on_the_host_and_the_device_agree_with_the_formula():
+    tokens = np.array([0, 0, 1, 1, 2, 2, 2, 2], dtype=np.uint16)
+    want = -(2 * 0.25 * math.log(0.25) + 0.5 * math.log(0.5))
+    assert math.isclose(health.unigram_entropy(tokens, 8), want)
+    as_tensor = torch.from_numpy(tokens.astype(np.int32))
+    assert math.isclose(health.unigram_entropy(as_tensor, 8), want)
+
+
+def test_the_verdict_needs_half_the_way_from_the_first_loss_to_the_unigram_entropy():
+    # first 9.0, H1 6.2: halfway is 7.6
+    assert health.not_learning(9.0, [7.5, 7.7], 6.2) is not None  # mean 7.6: not below
+    assert health.not_learning(9.0, [7.5, 7.6], 6.2) is None
+    assert health.not_learning(5.0, [5.0], 6.2) is None  # started below H1: no ruler
+    assert health.check_step(399) is None and health.check_step(400) == 100
+
+
+def test_a_run_that_does_not_learn_fails_at_a_quarter_saying_why(tmp_path):
+    """The H200's broken pilot run, in miniature: an LR so small nothing moves."""
+    args = ["moe.num_experts=4", "moe.top_k=1", "budget.flops=1.6e10", "run.log_every=50"]
+    stuck = execute(tiny_config(tmp_path, *args, "optim.lr=1e-9"))
+    total = stuck["planned_steps"]
+    assert total >= 400, total  # long enough to be judged
+    assert stuck["status"] == "failed" and stuck["failure_kind"] == "training"
+    assert "not learning" in stuck["reason"]
+    assert f"at step {total // 4} of {total}" in stuck["reason"]
+    healthy = execute(tiny_config(tmp_path, *args))
+    assert healthy["status"] == "done"
