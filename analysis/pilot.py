@@ -46,7 +46,7 @@ def read_runs(dirs: list[Path], level: float) -> pd.DataFrame:
     for root in dirs:
         for run in sorted(p for p in root.iterdir() if (p / SUMMARY).exists()):
             s = read_json(run / SUMMARY)
-            if s.get("status") != "done":
+            if s is None or s.get("status") != "done":  # unreadable, failed or unfinished
                 continue
             left = plateau_tokens(run / "metrics.jsonl", level)
             rows.append(

@@ -46,8 +46,8 @@ from experiments.train import resolve
 from models.typed import from_dict as build
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
-FAMILY_KEY = "sweep.family."  # variants may reshape the model family ...
-SPEC_KEYS = ("sweep.granularity",)  # ... and these fields of the spec
+# What a variant may reshape besides train values: what the planner draws its grid from.
+SPEC_FIELDS = ("granularity", "family", "sparsity", "sizes")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PLANNER_KEYS = (
     "model.d_model",
@@ -110,11 +110,12 @@ def make_plan(
 def variant_values(spec: SweepSpec, planner_keys) -> dict:
     """{variant name (None: no variants): (its values as a config, the spec it is planned
     with)}. Variants set values (model.attention=mla), never config groups or what the
-    planner sets; or they reshape what the planner draws from: the model family and the
-    granularity (sweep.family.head_dim=16, sweep.granularity=2)."""
+    planner sets; or they reshape what the planner draws from: the granularity, the model
+    family, the sparsities or the sizes rule (sweep.granularity=2, sweep.family.head_dim=16,
+    sweep.sparsity.values=[0.9375])."""
     out = {}
     for name, overrides in (spec.variants or {None: []}).items():
-        values, family, shape = [], {}, {}
+        values, shape = [], {}
         for o in overrides:
             key = o.split("=")[0]
             if "=" not in o or "." not in key or o[:1] in "+~":
@@ -124,20 +125,20 @@ def variant_values(spec: SweepSpec, planner_keys) -> dict:
                 )
             if key in planner_keys:
                 raise ConfigError(f"sweep.variants.{name}: {key} is set by the planner")
-            value = yaml.safe_load(o.split("=", 1)[1])
-            if key.startswith(FAMILY_KEY):
-                family[key[len(FAMILY_KEY) :]] = value
-            elif key in SPEC_KEYS:
-                shape[key.split(".")[1]] = value
-            elif key.startswith("sweep."):
+            if not key.startswith("sweep."):
+                values.append(o)
+                continue
+            path = key.split(".")[1:]
+            if path[0] not in SPEC_FIELDS or (len(path) > 1) != (path[0] != "granularity"):
                 raise ConfigError(
                     f"sweep.variants.{name}: {key} cannot vary by variant; a variant may set "
-                    f"{', '.join(SPEC_KEYS)} or {FAMILY_KEY}*"
+                    "sweep.granularity, sweep.family.*, sweep.sparsity.* or sweep.sizes.*"
                 )
-            else:
-                values.append(o)
+            shape[tuple(path)] = yaml.safe_load(o.split("=", 1)[1])
+        reshaped = asdict(spec)
+        for path, value in shape.items():
+            reshaped[path[0]] = value if len(path) == 1 else {**reshaped[path[0]], path[1]: value}
         where = f"sweep.variants.{name}"
-        reshaped = asdict(spec) | shape | {"family": asdict(spec.family) | family}
         out[name] = (OmegaConf.from_dotlist(values), build(SweepSpec, reshaped, where))
     return out
 

@@ -156,6 +156,8 @@ def bracket(spec: SweepSpec, budget: float, cands: list, tpp: float) -> tuple[li
         raise ConfigError(f"{where}: the optimum lies above d_model_max; raise it")
     t = ratios[i - 1] / (ratios[i - 1] - ratios[i])
     target = math.exp(ns[i - 1] + t * (ns[i] - ns[i - 1]))
+    if sz.spacing == "consecutive":
+        return _check_steps(sz, where, _window(sz.count, ns, target, where, cands)), target
     wanted = [
         math.log(target) + math.log(sz.spacing) * (k - (sz.count - 1) / 2) for k in range(sz.count)
     ]
@@ -170,7 +172,32 @@ def bracket(spec: SweepSpec, budget: float, cands: list, tpp: float) -> tuple[li
             f"{spec.family.d_model_step}); widen sweep.family.d_model_min/d_model_max, use a "
             "finer d_model_step, or change sizes.spacing/count"
         )
-    chosen = [cands[j] for j in picked]
+    return _check_steps(sz, where, [cands[j] for j in picked]), target
+
+
+def _window(count: int, ns: list[float], target: float, where: str, cands: list) -> list:
+    """The ``count`` neighbouring members whose mean log N is nearest log(target); refused
+    when the family has fewer members or the target is not inside the window."""
+    if len(ns) < count:
+        raise ConfigError(
+            f"{where}: the family has {len(ns)} members, fewer than sizes.count={count}; "
+            "widen sweep.family.d_model_min/d_model_max"
+        )
+    starts = range(len(ns) - count + 1)
+    best = min(starts, key=lambda a: abs(sum(ns[a : a + count]) / count - math.log(target)))
+    last = best + count - 1
+    # the window's ends reach half way to the members outside it
+    lo = (ns[best] + ns[best - 1]) / 2 if best > 0 else ns[best]
+    hi = (ns[last] + ns[last + 1]) / 2 if last + 1 < len(ns) else ns[last]
+    if not lo <= math.log(target) <= hi:
+        raise ConfigError(
+            f"{where}: the rule's optimum N~{_human(target)} is not inside {count} neighbouring "
+            "members of the family; widen sweep.family.d_model_min/d_model_max"
+        )
+    return cands[best : best + count]
+
+
+def _check_steps(sz, where: str, chosen: list) -> list:
     for tc in chosen:
         if tc.steps < sz.min_steps:
             raise ConfigError(
@@ -178,7 +205,7 @@ def bracket(spec: SweepSpec, budget: float, cands: list, tpp: float) -> tuple[li
                 f"sweep.sizes.min_steps={sz.min_steps}); raise the budget, shrink the batch, or "
                 "narrow the sizes"
             )
-    return chosen, target
+    return chosen
 
 
 def _planned(spec: SweepSpec, tc, overrides: dict, target: float) -> PlannedRun:

@@ -110,8 +110,9 @@ class SizesSpec(Typed):
 
     count: int = 5
     """Sizes per (budget, sparsity); >= 4 lets the parabola's interval be estimated."""
-    spacing: float = 1.7
-    """Ratio of N between neighbouring sizes."""
+    spacing: float | Literal["consecutive"] = 1.7
+    """Ratio of N between neighbouring sizes; ``consecutive``: neighbouring members of the
+    family (the ladder's own spacing, for a coarse ladder such as d in steps of a head_dim)."""
     tokens_per_param: float | list[float] = 20.0
     """The rule for the predicted optimum: tokens = tokens_per_param x N; one value, or one
     per sparsity level (in the order of sweep.sparsity)."""
@@ -136,9 +137,11 @@ class SizesSpec(Typed):
             else [self.tokens_per_param]
         )
         check(
-            self.count >= 1 and self.spacing > 1 and min(tpp) > 0,
+            self.count >= 1
+            and (self.spacing == "consecutive" or self.spacing > 1)
+            and min(tpp) > 0,
             "sweep.sizes",
-            "need count >= 1, spacing > 1, tokens_per_param > 0",
+            "need count >= 1, spacing > 1 (or consecutive), tokens_per_param > 0",
         )
         check(
             self.max_epochs is None or self.max_epochs > 0,

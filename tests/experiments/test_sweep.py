@@ -357,3 +357,21 @@ def test_a_plan_past_the_corpus_is_refused(tmp_path):
     out = _sweep(tmp_path, "action=plan", "sweep.budgets=[1e13]", "sweep.family.d_model_max=256")
     assert out.returncode == 2
     assert "sweep.sizes.max_epochs=1: 2 run(s) would train on more than 1 epoch" in out.stderr
+
+
+def test_a_coarse_ladder_takes_neighbouring_members_with_consecutive_spacing():
+    """Widths in steps of a head size (N ~ d^2: 1.3-4x apart) cannot centre sizes spaced a
+    fixed ratio apart; ``spacing: consecutive`` takes neighbouring members around the rule."""
+    coarse = _spec("micro").family.__dict__ | {"head_dim": 16, "d_model_min": 16}
+    coarse |= {"d_model_step": 16}
+    sizes = _spec("micro").sizes.__dict__ | {"count": 4, "spacing": 1.5}
+    with pytest.raises(ConfigError, match="cannot centre 4 sizes"):
+        _plan(_spec("micro", family=coarse, sizes=sizes))
+    runs = _plan(_spec("micro", family=coarse, sizes=sizes | {"spacing": "consecutive"}))
+    ladder = list(range(16, 129, 16))
+    for group in {(r.budget, r.num_experts) for r in runs}:
+        widths = sorted(r.d_model for r in runs if (r.budget, r.num_experts) == group)
+        first = ladder.index(widths[0])
+        assert widths == ladder[first : first + 4], (group, widths)
+    with pytest.raises(ConfigError, match="spacing > 1"):
+        _spec("micro", sizes=sizes | {"spacing": 0.5})
