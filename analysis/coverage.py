@@ -1,13 +1,15 @@
 """Benchmark: do the report's intervals cover the truth, on designs like real ones? (a table)
 
     python -m analysis.coverage [--preset all] [--replications 200] [--bootstrap 400]
-        [--json docs/coverage.json]
+        [--sigma SD] [--json docs/coverage.json]
 
 Each replication draws a synthetic IsoFLOP design with a known truth and runs the analysis on
 it as on real runs (analysis/isoflop.py: per-budget noise, lack of fit, bootstrap); the table
 gives, per quantity the report prints an interval for, the fraction of replications whose 95%
 interval holds the truth (nominal 0.95), how many intervals there were, and how many groups or
-budgets got none (a transition-dominated budget, for one, gets none by design).
+budgets got none (a transition-dominated budget, for one, gets none by design), and the median
+half-width of the bounded intervals: what a design can resolve (``--sigma`` replaces the
+preset's noise, e.g. by a pilot's measured seed sd, to size a study before it runs).
 
 Presets (``--preset``):
 - ``easy``: the old built-in truth: an exact parabola in log N, 3 budgets x 3 sparsities x 4
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -153,19 +155,28 @@ def _true_optimum(p: Preset, c: float, s: float) -> tuple[float, float]:
     return float(np.exp(fine[i])), float(f(fine[i]))
 
 
-def run(preset: str, replications: int, n_boot: int, seed: int = 0) -> dict:
+def run(
+    preset: str, replications: int, n_boot: int, seed: int = 0, sigma: float | None = None
+) -> dict:
+    """Coverage of every interval over ``replications`` synthetic designs of ``preset``
+    (``sigma``: the same noise sd at every budget instead of the preset's)."""
     p = PRESETS[preset]
+    if sigma is not None:
+        p = replace(p, sigma=dict.fromkeys(p.sigma, sigma))
     rng = np.random.default_rng(seed)
     hits: dict[str, list] = {
         k: [] for k in ("N*", "L*", "slope in S", "per doubling of E", "vs dense", "exponent")
     }
     missing: dict[str, int] = dict.fromkeys(hits, 0)
+    halves: dict[str, list] = {k: [] for k in hits}  # half-widths of the bounded intervals
 
     def score(key, ci, truth):
         if ci is None:
             missing[key] += 1
         else:
             hits[key].append(covered(ci, truth))
+            if ci[0] is not None and ci[1] is not None:
+                halves[key].append((ci[1] - ci[0]) / 2)
 
     for r in range(replications):
         res = analyse(synthetic(p, rng), "val_loss", n_boot=n_boot, seed=r)
@@ -187,7 +198,12 @@ def run(preset: str, replications: int, n_boot: int, seed: int = 0) -> dict:
             if "n_star" in v:
                 score("exponent", v["n_star"]["ci"], 0.5)
     return {
-        k: {"coverage": float(np.mean(v)) if v else None, "intervals": len(v), "none": missing[k]}
+        k: {
+            "coverage": float(np.mean(v)) if v else None,
+            "intervals": len(v),
+            "none": missing[k],
+            "median_half_width": float(np.median(halves[k])) if halves[k] else None,
+        }
         for k, v in hits.items()
     }
 
@@ -198,16 +214,19 @@ def main() -> None:
     ap.add_argument("--replications", type=int, default=200)
     ap.add_argument("--bootstrap", type=int, default=400)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--sigma", type=float, default=None, help="noise sd at every budget")
     a = ap.parse_args()
     presets = list(PRESETS) if a.preset == "all" else [a.preset]
     table = {}
-    print(f"{'preset':<11} {'quantity':<18} {'coverage':>9} {'intervals':>10} {'none':>6}")
+    head = f"{'preset':<11} {'quantity':<18} {'coverage':>9} {'intervals':>10} {'none':>6}"
+    print(head + f" {'median half-width':>18}")
     for name in presets:
         t0 = time.perf_counter()
-        table[name] = run(name, a.replications, a.bootstrap)
+        table[name] = run(name, a.replications, a.bootstrap, sigma=a.sigma)
         for k, v in table[name].items():
             cov = f"{v['coverage']:.3f}" if v["coverage"] is not None else "–"
-            print(f"{name:<11} {k:<18} {cov:>9} {v['intervals']:>10} {v['none']:>6}")
+            half = f"{v['median_half_width']:.4g}" if v["median_half_width"] is not None else "–"
+            print(f"{name:<11} {k:<18} {cov:>9} {v['intervals']:>10} {v['none']:>6} {half:>18}")
         print(
             f"{'':<11} ({a.replications} designs, {a.bootstrap} draws, {time.perf_counter() - t0:.0f} s)"
         )

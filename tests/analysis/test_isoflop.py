@@ -133,6 +133,15 @@ def test_intervals_cover_the_truth_on_synthetic_designs():
         assert v["intervals"] >= 100 and v["coverage"] >= 0.85, (key, v)
 
 
+def test_a_design_sized_by_its_noise_resolves_four_times_finer_at_a_quarter_of_the_sigma():
+    """``coverage --sigma``: what a pilot's measured noise lets a design resolve. The L*
+    intervals' half-widths scale with the noise sd (the parabola is fitted by least squares)."""
+    coarse = coverage.run("easy", replications=12, n_boot=200, sigma=0.012)
+    fine = coverage.run("easy", replications=12, n_boot=200, sigma=0.003)
+    ratio = coarse["L*"]["median_half_width"] / fine["L*"]["median_half_width"]
+    assert 3.0 < ratio < 5.3, ratio
+
+
 @pytest.mark.slow
 def test_n_star_intervals_cover_an_asymmetric_optimum():
     """A parabola's N* misses an asymmetric curve's optimum by more than its own interval
