@@ -35,6 +35,7 @@ from experiments.record import ForeignRunDir, RunBusy, RunDir, RunSummary, run_i
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
 PREVIOUS_FAILURE = "previous_failure.json"  # a retried run's last failure record
+SET_ASIDE_CHECKPOINT = "checkpoint.not-learning.pt"  # a run that was not learning: kept apart
 register_defaults()
 
 
@@ -125,8 +126,9 @@ def execute(resolved: dict) -> dict:
 def _execute(tc: TrainConfig, d: dist_.Dist) -> dict:
     from experiments.data.dataset import check_lengths, open_dataset
     from experiments.distributed.devices import DeviceUnavailable, gpu_slot
+    from experiments.trainer.health import TrainingFailed
     from experiments.trainer.interrupts import Interrupted, Interrupts
-    from experiments.trainer.loop import Trainer, TrainingFailed
+    from experiments.trainer.loop import Trainer
     from models.backends import BackendUnavailable
 
     local = tc.train.batch_size // d.world
@@ -174,6 +176,10 @@ def _execute(tc: TrainConfig, d: dist_.Dist) -> dict:
             except TrainingFailed as e:
                 summary = trainer.summary("failed", str(e))
                 summary.failure_kind = "training"
+                if e.restart and d.is_main:  # set aside, never deleted: a retry starts afresh
+                    trainer.ckpt.wait()
+                    if rd.checkpoint.exists():
+                        rd.checkpoint.rename(rd.path / SET_ASIDE_CHECKPOINT)
             except Interrupted as e:
                 summary = e.summary
                 raise

@@ -9,7 +9,8 @@ the 20 runs of the second study's pilot (E16, granularity 2, top-2, LR 1e-3) had
 norm of 2,349 at its very first step where its twin at another LR (same weights, same batch)
 had 7.5, stayed near 8 nats for the whole run and was recorded ``done`` at a validation loss of
 7.70 (docs/studies/study2/PILOT.md). Failed instead, the record says why, the analysis leaves
-it out, and ``retry_failed=true`` trains it again.
+it out, its checkpoint is set aside (its weights hold the failure) and ``retry_failed=true``
+trains it again from scratch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ import math
 
 import numpy as np
 import torch
+
+
+class TrainingFailed(RuntimeError):
+    """The run cannot go on (non-finite, diverging or not falling loss); the message says why.
+    ``restart``: its checkpoints hold the failure too, so a retry starts from scratch."""
+
+    def __init__(self, why: str, restart: bool = False):
+        super().__init__(why)
+        self.restart = restart
+
 
 CHECK_FRACTION = 0.25  # of the run's steps: past any warmup, early enough to save the rest
 MIN_CHECK_STEP = 100  # shorter runs are not judged: a tiny model may still be near H1 there

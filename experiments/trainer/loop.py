@@ -35,6 +35,7 @@ from experiments.trainer.checkpoint import (
 )
 from experiments.trainer.compile import compile_plan
 from experiments.trainer.evaluation import autocast, evaluate, load_stats, validation_windows
+from experiments.trainer.health import TrainingFailed
 from experiments.trainer.interrupts import Interrupted, Interrupts
 from experiments.trainer.optim import build_optimizer, lr_at
 from experiments.trainer.summary import summarize
@@ -46,10 +47,6 @@ from models.transformer import post_optimizer_step_hooks
 WARMUP_STEPS = 3  # steps timed as warm-up (compilation, autotuning, allocator growth)
 LOG_EVERY_S = 20  # also log at least this often (single process)
 AGREE_EVERY = 10  # multi-rank: steps between agreeing on interrupts and checkpoints
-
-
-class TrainingFailed(RuntimeError):
-    """The run cannot go on (non-finite, diverging or not falling loss); the message says why."""
 
 
 class Trainer:
@@ -268,7 +265,7 @@ class Trainer:
         floor = health.unigram_entropy(self.data.train, self.tc.model.vocab_size)
         why = health.not_learning(self.state.first_loss or 0.0, self.state.recent, floor)
         if why:
-            raise TrainingFailed(f"{why} at step {self.state.step} of {self.total}")
+            raise TrainingFailed(f"{why} at step {self.state.step} of {self.total}", restart=True)
 
     def run_eval(self) -> None:
         t0 = time.perf_counter()

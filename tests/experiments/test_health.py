@@ -5,7 +5,7 @@ import math
 import numpy as np
 import torch
 
-from experiments.train import execute
+from experiments.train import SET_ASIDE_CHECKPOINT, execute
 from experiments.trainer import health
 from tests.experiments.helpers import tiny_config
 
@@ -35,5 +35,8 @@ def test_a_run_that_does_not_learn_fails_at_a_quarter_saying_why(tmp_path):
     assert stuck["status"] == "failed" and stuck["failure_kind"] == "training"
     assert "not learning" in stuck["reason"]
     assert f"at step {total // 4} of {total}" in stuck["reason"]
+    # its checkpoints hold the failure too: set aside (kept), so a retry starts from scratch
+    run = tmp_path / "runs" / stuck["run_id"]
+    assert (run / SET_ASIDE_CHECKPOINT).exists() and not (run / "checkpoint.pt").exists()
     healthy = execute(tiny_config(tmp_path, *args))
     assert healthy["status"] == "done"
