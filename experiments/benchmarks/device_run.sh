@@ -26,6 +26,22 @@ export MOE_GPU_DATA=$PWD/.study-data
 python3 -m pip install -q --no-deps --no-index .gpu-wheels/*.whl 2>&1 | tail -2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+# timed_sweep SPEC DIR SECONDS NAME: the sweep conf/sweep/SPEC.yaml in DIR, stopped (as Ctrl-C
+# stops it) after SECONDS; its log is $OUT/NAME.log, its run records $OUT/NAME_runs.tgz.
+timed_sweep() {
+  local spec=$1 dir=$2 seconds=$3 name=$4
+  setsid python3 -m experiments.sweep sweep="$spec" hydra.sweep.dir="$dir" report=false \
+    ${STUDY_ARGS:-} > "$OUT/$name.log" 2>&1 &
+  local pid=$!
+  ( sleep "$seconds"; kill -INT -- "-$pid" 2>/dev/null ) &
+  local timer=$!
+  wait "$pid"
+  kill "$timer" 2>/dev/null
+  tail -25 "$OUT/$name.log"
+  tar czf "$OUT/${name}_runs.tgz" --exclude='*.pt' --exclude='.lock' -C "$dir" runs \
+    $(cd "$dir" && ls sweep_log.jsonl lr_rule.json plan.json 2>/dev/null)
+}
+
 for step in "$@"; do
   echo "=== $step ($(date +%T))"
   case $step in
@@ -58,29 +74,11 @@ for step in "$@"; do
       mkdir -p sweeps/gpu/runs
       cp -r docs/studies/kernel/runs/. sweeps/gpu/runs/ 2>/dev/null || true
       cp docs/studies/kernel/lr_rule.json sweeps/gpu/ 2>/dev/null || true  # the LRs, exactly
-      setsid python3 -m experiments.sweep sweep=gpu hydra.sweep.dir=sweeps/gpu report=false ${STUDY_ARGS:-} \
-        > "$OUT/study.log" 2>&1 &
-      pid=$!
-      ( sleep "${step#study:}"; kill -INT -- "-$pid" 2>/dev/null ) &
-      timer=$!
-      wait "$pid"
-      kill "$timer" 2>/dev/null
-      tail -25 "$OUT/study.log"
-      tar czf "$OUT/study_runs.tgz" --exclude='*.pt' --exclude='.lock' -C sweeps/gpu runs \
-        $(cd sweeps/gpu && ls sweep_log.jsonl lr_rule.json plan.json 2>/dev/null) ;;
+      timed_sweep gpu sweeps/gpu "${step#study:}" study ;;
     sweep:*)
-      spec=${step#sweep:}; seconds=${spec#*:}; spec=${spec%%:*}; dir=sweeps/$spec
-      mkdir -p "$dir/runs"
-      [[ -n ${STUDY_DIR:-} && -d $STUDY_DIR/runs ]] && cp -r "$STUDY_DIR/runs/." "$dir/runs/"
-      setsid python3 -m experiments.sweep sweep="$spec" hydra.sweep.dir="$dir" report=false \
-        ${STUDY_ARGS:-} > "$OUT/$spec.log" 2>&1 &
-      pid=$!
-      ( sleep "$seconds"; kill -INT -- "-$pid" 2>/dev/null ) &
-      timer=$!
-      wait "$pid"
-      kill "$timer" 2>/dev/null
-      tail -25 "$OUT/$spec.log"
-      tar czf "$OUT/${spec}_runs.tgz" --exclude='*.pt' --exclude='.lock' -C "$dir" runs \
-        $(cd "$dir" && ls sweep_log.jsonl plan.json 2>/dev/null) ;;
+      spec=${step#sweep:}; seconds=${spec#*:}; spec=${spec%%:*}
+      mkdir -p "sweeps/$spec/runs"
+      [[ -n ${STUDY_DIR:-} && -d $STUDY_DIR/runs ]] && cp -r "$STUDY_DIR/runs/." "sweeps/$spec/runs/"
+      timed_sweep "$spec" "sweeps/$spec" "$seconds" "$spec" ;;
   esac
 done
