@@ -14,14 +14,11 @@ renamed). Analysis reads file names from here (no torch is imported by this modu
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,8 +33,8 @@ from experiments.files import (
     read_json,
     try_flock,
 )
+from experiments.provenance import git_dirty, git_sha, versions
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG, METRICS, SUMMARY, PROGRESS = "config.yaml", "metrics.jsonl", "summary.json", "progress.json"
 CHECKPOINT, WEIGHTS, IDENTITY, LOCK = "checkpoint.pt", "weights.pt", "run.json", ".lock"
 STATUSES = ("done", "failed", "interrupted")
@@ -47,66 +44,6 @@ def run_id(identity: dict) -> str:
     """Stable id of a run: hash of its resolved config minus logistics."""
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def git_dirty() -> bool | None:
-    """Whether the checkout had uncommitted changes (None: not a git checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
-
-
-PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf", "tokenizers", "triton", "megablocks")
-
-
-def versions() -> dict:
-    """Python and the packages a run's result can depend on (those installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    v = {"python": sys.version.split()[0]}
-    for pkg in PACKAGES:
-        with contextlib.suppress(PackageNotFoundError):  # megablocks, triton: not on CPU hosts
-            v[pkg] = version(pkg)
-    return v
-
-
-def hardware() -> dict:
-    """The accelerator a run used: GPU model and count, CUDA and NCCL versions ({} on CPU)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return {}
-    nccl = None
-    with contextlib.suppress(Exception):  # not every build has NCCL
-        nccl = ".".join(map(str, torch.cuda.nccl.version()))
-    return {
-        "gpu": torch.cuda.get_device_name(0),
-        "gpu_count": torch.cuda.device_count(),
-        "cuda": torch.version.cuda,
-        "nccl": nccl,
-    }
 
 
 @dataclass

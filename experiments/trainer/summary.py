@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from experiments.distributed.devices import peak_flops
-from experiments.record import RunSummary, hardware
+from experiments.provenance import hardware
+from experiments.record import RunSummary
 
 
 def summarize(trainer, status: str, reason: str | None) -> RunSummary:
