@@ -247,10 +247,11 @@ def compare(
     by_variant: bool = False,
 ) -> str:
     """``by_variant``: every sweep variant of every source is a column of its own."""
-    columns: list[tuple[str, Path, str | None]] = []  # (label, source, variant)
+    columns: list[tuple[str, Path, str | None, tuple]] = []  # (label, source, variant, read)
     for lbl, src in zip(distinct_labels(sources), sources):
-        names = variants_of(load_table(src)[0]) if by_variant else []
-        columns += [(f"{lbl}:{v}", src, v) for v in names] or [(lbl, src, None)]
+        read = load_table(src)  # once per source, whatever its number of variants
+        names = variants_of(read[0]) if by_variant else []
+        columns += [(f"{lbl}:{v}", src, v, read) for v in names] or [(lbl, src, None, read)]
     if len(columns) < 2:
         raise ValueError("compare needs two or more sources (or variants, with --by-variant)")
     analyses = {
@@ -266,8 +267,9 @@ def compare(
             budget_tolerance=budget_tolerance,
             seed=seed,
             variant=variant,
+            loaded=(read[0].copy(), read[1]),
         )
-        for lbl, src, variant in columns
+        for lbl, src, variant, read in columns
     }
     shared = _common_budgets(analyses, budget_tolerance)
     records = (

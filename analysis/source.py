@@ -117,9 +117,12 @@ def analyse_source(
     budget_tolerance: float = 0.05,
     seed: int = 0,
     variant: str | None = None,
+    loaded: tuple | None = None,
 ) -> SourceAnalysis:
+    """``loaded``: the source's (table, skipped runs) as load_table gave them, when the caller
+    has read it already (compare reads a sweep once for all its variants)."""
     t0 = time.time()
-    table, skipped = load_table(source)
+    table, skipped = loaded if loaded is not None else load_table(source)
     table = one_variant(table, variant)
     if table.empty:
         raise TableError(
