@@ -111,6 +111,11 @@ class Router(nn.Module):
         graph, so a CUDA-graph replay never mutates this buffer)."""
         self.step_counts_E += tokens_per_expert_E.to(self.step_counts_E.dtype)
 
+    @property
+    def has_post_optimizer_step(self) -> bool:
+        """Only a bias-balanced router has state to update after the optimiser step."""
+        return self.bias_rate > 0
+
     @torch.no_grad()
     def post_optimizer_step(self) -> None:
         if self.bias_rate <= 0:

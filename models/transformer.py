@@ -199,5 +199,10 @@ class MoETransformer(nn.Module):
 def post_optimizer_step_hooks(model: nn.Module) -> list:
     """The ``post_optimizer_step`` methods of the model's modules, called by the trainer after
     every optimiser step: for state that follows the weights but is not learned by gradient
-    (an auxiliary-loss-free router's selection bias, models/router.py)."""
-    return [m.post_optimizer_step for m in model.modules() if hasattr(m, "post_optimizer_step")]
+    (an auxiliary-loss-free router's selection bias, models/router.py). A module that has
+    nothing to update this run says so (``has_post_optimizer_step``) and is not called."""
+    return [
+        m.post_optimizer_step
+        for m in model.modules()
+        if hasattr(m, "post_optimizer_step") and getattr(m, "has_post_optimizer_step", True)
+    ]

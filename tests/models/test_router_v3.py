@@ -82,3 +82,18 @@ def test_defaults_keep_todays_router_and_configs_refuse_contradictions():
         MoEConfig(num_experts=4, balance="aux_free")
     with pytest.raises(ConfigError, match="aux_free"):
         MoEConfig(num_experts=4, balance="both", load_balance_coef=0)
+
+
+def test_only_bias_balanced_routers_are_called_after_the_optimiser_step():
+    from models.transformer import post_optimizer_step_hooks
+
+    def model(**moe):
+        cfg = ModelConfig(
+            d_model=16, n_layers=2, n_heads=2, d_ff=32, seq_len=8, vocab_size=32,
+            moe=MoEConfig(num_experts=4, top_k=1, **moe),
+        )  # fmt: skip
+        return MoETransformer(cfg)
+
+    assert post_optimizer_step_hooks(model()) == []  # today's router: nothing to update
+    v3 = model(score="sigmoid", balance="aux_free", load_balance_coef=0.0)
+    assert len(post_optimizer_step_hooks(v3)) == 2  # one bias per MoE layer
