@@ -40,3 +40,26 @@ def test_a_run_that_does_not_learn_fails_at_a_quarter_saying_why(tmp_path):
     assert (run / SET_ASIDE_CHECKPOINT).exists() and not (run / "checkpoint.pt").exists()
     healthy = execute(tiny_config(tmp_path, *args))
     assert healthy["status"] == "done"
+
+
+def test_the_first_step_repeats_bit_for_bit_on_a_cpu_and_an_outlier_is_named(tmp_path):
+    """experiments.benchmarks.first_step: the probe for the pilot's broken first backward.
+    Step 0 updates the weights (its LR is above 0), so equal repeats mean the state was
+    restored each time, not that nothing moved."""
+    from experiments.benchmarks import first_step
+
+    overrides = [
+        "data=sotu_bytes", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
+        "model.d_ff=128", "model.seq_len=32", "train.batch_size=8", "moe.num_experts=4",
+        "moe.top_k=2", "moe.granularity=2", "moe.renormalize=true", "budget.flops=1e10",
+        f"data.cache_dir={tmp_path}/cache",
+    ]  # fmt: skip
+    rows, what = first_step.repeat_first_step(overrides, repeats=3)
+    v = first_step.verdict(rows, tolerance=0.05)
+    assert v["losses_identical"] and v["grad_norms_identical"] and not v["outliers"]
+    assert what["device"] == "cpu"
+    broken = [
+        *rows,
+        {"repeat": 3, "loss": rows[0]["loss"], "grad_norm": 300 * rows[0]["grad_norm"]},
+    ]
+    assert first_step.verdict(broken, tolerance=0.05)["outliers"] == [3]

@@ -1,0 +1,99 @@
+"""Is a run's first training step repeatable? (prints a table, writes JSON)
+
+    python -m experiments.benchmarks.first_step [--repeats 20] [--tolerance 0.05]
+        [--json OUT] <experiments.train overrides>
+
+Builds the run's Trainer as ``experiments.train`` does (compilation and CUDA graphs included),
+keeps its initial weights and optimiser state, then trains step 0 ``--repeats`` times,
+restoring that state before each: the same weights and the same batch every time, so every
+repeat's loss and gradient norm should agree (bit for bit on a CPU; to the rounding of bf16 and
+atomics on a GPU). Why: in the second study's pilot one run's first gradient norm was 2,349
+where its twin's, from the same weights and batch, was 7.5, while their first losses agreed to
+four decimals (docs/studies/study2/PILOT.md). A repeat whose gradient norm is more than
+``--tolerance`` (relative) from the median is an outlier; the exit status is 1 if any is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from experiments.config import from_dict
+from experiments.data.dataset import open_dataset
+from experiments.distributed.devices import gpu_slot
+from experiments.record import RunDir
+from experiments.train import resolve
+from experiments.trainer.loop import Trainer
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def repeat_first_step(overrides: list[str], repeats: int) -> tuple[list[dict], dict]:
+    """(one row per repeat: loss and gradient norm, what ran)."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        tc = from_dict(resolve(compose("train", overrides=overrides)))
+    rows = []
+    with gpu_slot(tc.run.device, 1) as device:
+        trainer = Trainer(
+            tc, "first-step", RunDir(Path(tempfile.mkdtemp())), open_dataset(tc.data), device
+        )
+        weights = copy.deepcopy(trainer.model.state_dict())
+        optimiser = copy.deepcopy(trainer.opt.state_dict())
+        for i in range(repeats):
+            trainer.model.load_state_dict(weights)  # in place: CUDA graphs keep their addresses
+            trainer.opt.load_state_dict(optimiser)
+            trainer.train_step(0)
+            _, loss, _ = trainer.pending.pop()
+            rows.append({"repeat": i, "loss": float(loss), "grad_norm": float(trainer.grad_norm)})
+    what = {
+        "overrides": overrides,
+        "device": str(device),
+        "compiled": trainer.compiled,
+        "graphs": trainer.graphs,
+        "backend": trainer.backend,
+    }
+    return rows, what
+
+
+def verdict(rows: list[dict], tolerance: float) -> dict:
+    norms = [r["grad_norm"] for r in rows]
+    median = statistics.median(norms)
+    deviation = [abs(n - median) / median if median else float("inf") for n in norms]
+    return {
+        "median_grad_norm": median,
+        "max_relative_deviation": max(deviation),
+        "outliers": [r["repeat"] for r, d in zip(rows, deviation) if d > tolerance],
+        "losses_identical": len({r["loss"] for r in rows}) == 1,
+        "grad_norms_identical": len(set(norms)) == 1,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--tolerance", type=float, default=0.05)
+    ap.add_argument("--json", type=Path, default=None)
+    a, overrides = ap.parse_known_args(argv)
+    rows, what = repeat_first_step(overrides, a.repeats)
+    v = verdict(rows, a.tolerance)
+    print(f"{'repeat':>6} {'loss':>12} {'grad norm':>12}")
+    for r in rows:
+        print(f"{r['repeat']:>6} {r['loss']:>12.6f} {r['grad_norm']:>12.6g}")
+    print(
+        f"median grad norm {v['median_grad_norm']:.6g}, max relative deviation "
+        f"{v['max_relative_deviation']:.3g}, outliers {v['outliers'] or 'none'} "
+        f"({what['device']}, compiled={what['compiled']}, graphs={what['graphs']})"
+    )
+    if a.json:
+        a.json.write_text(json.dumps({"what": what, "rows": rows, "verdict": v}, indent=1))
+    return 1 if v["outliers"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
