@@ -129,7 +129,7 @@ def variant_values(spec: SweepSpec, planner_keys) -> dict:
                 values.append(o)
                 continue
             path = key.split(".")[1:]
-            if path[0] not in SPEC_FIELDS or (len(path) > 1) != (path[0] != "granularity"):
+            if path[0] not in SPEC_FIELDS or len(path) != (1 if path[0] == "granularity" else 2):
                 raise ConfigError(
                     f"sweep.variants.{name}: {key} cannot vary by variant; a variant may set "
                     "sweep.granularity, sweep.family.*, sweep.sparsity.* or sweep.sizes.*"

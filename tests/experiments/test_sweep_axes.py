@@ -113,6 +113,7 @@ def test_variants_can_reshape_the_family_and_the_granularity():
         ({"a": ["model.d_model=64"]}, "set by the planner"),
         ({"a b": []}, "letters, digits"),
         ({"a": ["sweep.budgets=[1e12]"]}, "cannot vary by variant"),
+        ({"a": ["sweep.sizes.tokens_per_param.0=5"]}, "cannot vary by variant"),  # one level
         ({"a": ["sweep.family.head_dim=3"]}, "must be even"),
         ({"a": ["sweep.family.width=3"]}, "unknown field"),
     ],
