@@ -25,16 +25,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.files import read_json
-from experiments.record import SUMMARY
+from analysis.collect import collect
+from experiments.record import METRICS, read_jsonl
 
 GROUP = ["variant", "num_experts", "granularity", "top_k", "lr"]
 
 
 def plateau_tokens(metrics: Path, level: float) -> float | None:
     """Tokens at the first logged step whose training loss is below ``level`` (None: never)."""
-    for line in metrics.read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(metrics)[0]:
         loss = row.get("train_loss")
         if loss is not None and loss < level:
             return float(row["tokens"])
@@ -42,20 +41,13 @@ def plateau_tokens(metrics: Path, level: float) -> float | None:
 
 
 def read_runs(dirs: list[Path], level: float) -> pd.DataFrame:
-    rows = []
-    for root in dirs:
-        for run in sorted(p for p in root.iterdir() if (p / SUMMARY).exists()):
-            s = read_json(run / SUMMARY)
-            if s is None or s.get("status") != "done":  # unreadable, failed or unfinished
-                continue
-            left = plateau_tokens(run / "metrics.jsonl", level)
-            rows.append(
-                {k: s.get(k) for k in [*GROUP, "run_id", "seed", "val_loss", "icl_score"]}
-                | {"tokens": s["tokens"], "plateau_tokens": left, "source": str(root)}
-            )
-    if not rows:
+    """The finished runs under ``dirs`` (read as the runs table is: analysis.collect)."""
+    tables = [collect(root)[0].assign(source=str(root)) for root in dirs]
+    df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if df.empty or not (df["status"] == "done").any():
         raise SystemExit(f"no finished runs under {', '.join(map(str, dirs))}")
-    df = pd.DataFrame(rows)
+    df = df[df["status"] == "done"].reset_index(drop=True)
+    df["plateau_tokens"] = [plateau_tokens(Path(d) / METRICS, level) for d in df["run_dir"]]
     df["variant"] = df["variant"].fillna("")
     return df
 

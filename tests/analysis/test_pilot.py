@@ -10,11 +10,25 @@ from analysis import pilot
 def _run(root, rid, variant, E, lr, seed, val, losses):
     d = root / rid
     d.mkdir(parents=True)
+    # with the fields every runs table has (analysis.collect.REQUIRED)
     summary = {
-        "run_id": rid, "status": "done", "variant": variant, "num_experts": E,
-        "granularity": 1, "top_k": 1, "lr": lr, "seed": seed, "val_loss": val,
-        "icl_score": -0.5, "tokens": 1000.0,
-    }  # fmt: skip
+        "run_id": rid,
+        "status": "done",
+        "variant": variant,
+        "num_experts": E,
+        "granularity": 1,
+        "top_k": 1,
+        "lr": lr,
+        "seed": seed,
+        "val_loss": val,
+        "icl_score": -0.5,
+        "tokens": 1000.0,
+        "budget_flops": 1e15,
+        "sparsity": 1 - 1 / E,
+        "params_total": 1e6 * E,
+        "params_active": 1e6,
+        "flops_per_token": 6e6,
+    }
     (d / "summary.json").write_text(json.dumps(summary))
     rows = [
         {"step": i + 1, "tokens": 100.0 * (i + 1), "train_loss": x} for i, x in enumerate(losses)
