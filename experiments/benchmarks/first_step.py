@@ -19,30 +19,19 @@ import argparse
 import copy
 import json
 import statistics
-import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from experiments.config import from_dict
+from experiments.benchmarks.run_profile import scratch_trainer, train_config
 from experiments.data.dataset import open_dataset
 from experiments.distributed.devices import gpu_slot
-from experiments.record import RunDir
-from experiments.train import resolve
-from experiments.trainer.loop import Trainer
-
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def repeat_first_step(overrides: list[str], repeats: int) -> tuple[list[dict], dict]:
     """(one row per repeat: loss and gradient norm, what ran)."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        tc = from_dict(resolve(compose("train", overrides=overrides)))
+    tc = train_config(overrides)
     rows = []
     with gpu_slot(tc.run.device, 1) as device:
-        trainer = Trainer(
-            tc, "first-step", RunDir(Path(tempfile.mkdtemp())), open_dataset(tc.data), device
-        )
+        trainer = scratch_trainer(tc, "first-step", open_dataset(tc.data), device)
         weights = copy.deepcopy(trainer.model.state_dict())
         optimiser = copy.deepcopy(trainer.opt.state_dict())
         for i in range(repeats):

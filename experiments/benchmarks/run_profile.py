@@ -29,6 +29,17 @@ from experiments.trainer.loop import Trainer
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 
+def train_config(overrides: list[str]):
+    """The TrainConfig ``experiments.train <overrides>`` would run."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return from_dict(resolve(compose("train", overrides=overrides)))
+
+
+def scratch_trainer(tc, name: str, data, device) -> Trainer:
+    """The run's Trainer as experiments.train builds it, writing to a throwaway directory."""
+    return Trainer(tc, name, RunDir(Path(tempfile.mkdtemp())), data, device)
+
+
 def main(argv: list[str]) -> None:
     # Our own flags, then experiments.train overrides.
     json_path, profile, overrides = None, True, []
@@ -40,13 +51,12 @@ def main(argv: list[str]) -> None:
             profile = False
         else:
             overrides.append(a)
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        tc = from_dict(resolve(compose("train", overrides=overrides)))
+    tc = train_config(overrides)
     with gpu_slot(tc.run.device, 1) as device:
         t0 = time.perf_counter()
         data = open_dataset(tc.data)
         t_data = time.perf_counter() - t0
-        trainer = Trainer(tc, "profile", RunDir(Path(tempfile.mkdtemp())), data, device)
+        trainer = scratch_trainer(tc, "profile", data, device)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         sync()
         t_setup = time.perf_counter() - t0
