@@ -13,6 +13,11 @@
 #                     docs/studies/kernel/runs, stopped (as Ctrl-C stops it) after <seconds>;
 #                     its run records come back as $OUT/study_runs.tgz, to be committed
 #                     ($STUDY_ARGS: extra sweep overrides, e.g. "sweep.budgets=[6e13,1.9e14]").
+#   pieces:<dir>:<name>  a corpus too large for one call (64 MiB), sent in pieces over consecutive
+#                     calls while the machine stays warm: the carried <dir> holds some of its
+#                     files and PIECES (the sha256 of the whole file, then its parts in order);
+#                     they gather in /tmp/pieces/<name>, and once every part is there they are
+#                     joined, checked and MOE_GPU_DATA points at the corpus for the later steps.
 #   sweep:<spec>:<seconds>  the sweep conf/sweep/<spec>.yaml, resumed from the run records in
 #                     $STUDY_DIR/runs when it is set (e.g. docs/studies/study2/pilot), stopped
 #                     after <seconds>; its records come back as $OUT/<spec>_runs.tgz.
@@ -22,7 +27,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD MOE_SCALING_CACHE=/tmp/moe-cache
-export MOE_GPU_DATA=$PWD/.study-data
+export MOE_GPU_DATA=${MOE_GPU_DATA:-$PWD/.study-data}
 python3 -m pip install -q --no-deps --no-index .gpu-wheels/*.whl 2>&1 | tail -2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
@@ -75,6 +80,20 @@ for step in "$@"; do
       cp -r docs/studies/kernel/runs/. sweeps/gpu/runs/ 2>/dev/null || true
       cp docs/studies/kernel/lr_rule.json sweeps/gpu/ 2>/dev/null || true  # the LRs, exactly
       timed_sweep gpu sweeps/gpu "${step#study:}" study ;;
+    pieces:*)
+      src=${step#pieces:}; name=${src#*:}; src=${src%%:*}; dst=/tmp/pieces/$name
+      mkdir -p "$dst" && cp -r "$src/." "$dst/"
+      ( cd "$dst" || exit 1
+        read -r sum whole < PIECES
+        parts=$(tail -n +2 PIECES)
+        if [[ -f $whole ]] && ! ls $parts >/dev/null 2>&1; then rm -f $parts; echo "$name: $whole is here"
+        elif missing=$(for p in $parts; do [[ -f $p ]] || echo "$p"; done); [[ -n $missing ]]; then
+          echo "$name: waiting for" $missing; exit 1
+        else
+          cat $parts > "$whole.tmp" && echo "$sum  $whole.tmp" | sha256sum -c --quiet \
+            && mv "$whole.tmp" "$whole" && rm -f $parts && echo "$name: $whole joined, sha256 ok"
+        fi ) && export MOE_GPU_DATA=$dst
+      echo "MOE_GPU_DATA=$MOE_GPU_DATA" ;;
     sweep:*)
       spec=${step#sweep:}; seconds=${spec#*:}; spec=${spec%%:*}
       mkdir -p "sweeps/$spec/runs"

@@ -287,6 +287,15 @@ def show_plan(spec, sweep_dir, runs, configs, states, note) -> int | None:
     return unique
 
 
+def launch_order(runs: list[PlannedRun]):
+    """Sort key of run ids: the largest budget first (packs and balances better), then the
+    plan's order (its groups by sparsity and variant, each size's seeds side by side), so a
+    sweep stopped halfway holds whole groups rather than runs scattered by the few FLOPs that
+    rounding to whole steps adds or removes; branches after every trunk has started."""
+    rank = {r.run_id: (r.role == "branch", -r.budget, i) for i, r in enumerate(runs)}
+    return rank.__getitem__
+
+
 def run_sweep(cfg: DictConfig) -> int:
     sweep_dir = SweepDir(Path(HydraConfig.get().sweep.dir).resolve())
     if not isinstance(cfg.mps, bool):
@@ -316,10 +325,7 @@ def run_sweep(cfg: DictConfig) -> int:
         if not todo:
             print(f"nothing to train: {format_status(states, names).splitlines()[0]}")
             break
-        by_cost = {r.run_id: r.flops for r in runs}
-        branch = {r.run_id: r.role == "branch" for r in runs}
-        # largest first (packs and balances better); branches after every trunk has started
-        todo.sort(key=lambda rid: (branch[rid], -by_cost[rid]))
+        todo.sort(key=launch_order(runs))
         cost = {r.run_id: tc for r, tc in zip(runs, configs)}
         user = list(HydraConfig.get().overrides.hydra)
         how = launch_plan(cfg, [cost[rid] for rid in todo], user, sweep_dir, unique or 0)

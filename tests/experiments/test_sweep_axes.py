@@ -7,7 +7,7 @@ import json
 import pytest
 from hydra import initialize_config_dir
 
-from experiments.sweep.driver import make_plan
+from experiments.sweep.driver import launch_order, make_plan
 from experiments.sweep.sweep_dir import SweepDir
 from models import ConfigError
 from tests.experiments.helpers import CONF
@@ -60,6 +60,22 @@ def test_cosine_controls_add_the_cosine_run_of_every_point_at_their_budget():
     assert plan.index(next(r for r in plan if r.role == "branch")) > max(
         i for i, r in enumerate(plan) if r.role == "trunk"
     )  # trunks are launched before any branch
+
+
+def test_launch_order_is_largest_budget_first_then_the_plan_not_rounding_noise():
+    """Runs of one budget differ by the FLOPs of rounding to whole steps; sorting on those
+    scattered the second study's groups across the sweep, so a sweep stopped halfway held
+    no whole group. Now: budgets largest first, each in plan order (seeds side by side)."""
+    runs = _plan(_spec("demo"))
+    ids = [r.run_id for r in runs]
+    by_id = {r.run_id: r for r in runs}
+    order = sorted(ids, key=launch_order(runs))
+    budgets = [by_id[i].budget for i in order]
+    assert budgets == sorted(budgets, reverse=True) and len(set(budgets)) > 1
+    top = [i for i in ids if by_id[i].budget == budgets[0]]
+    assert order[: len(top)] == top  # the plan's order within the budget
+    flops = [by_id[i].flops for i in top]
+    assert flops != sorted(flops, reverse=True)  # sorting by FLOPs would have reordered them
 
 
 V3 = ["moe.score=sigmoid", "moe.balance=aux_free", "moe.load_balance_coef=0"]
