@@ -322,6 +322,16 @@ class RunDir:
         f.flush()
         self._lock = f
 
+    def clear_torn_writes(self) -> list[str]:
+        """Delete the temporaries of atomic writes that never completed (``.<name>.*.tmp``:
+        a process killed while writing, e.g. a checkpoint of hundreds of MB). Only the
+        holder of the lock writes here, so any such file is an earlier process's leftover."""
+        assert self._lock is not None, "only the lock's holder may clear the directory"
+        torn = sorted(p for p in self.path.glob(".*.tmp") if p.is_file())
+        for p in torn:
+            p.unlink(missing_ok=True)
+        return [p.name for p in torn]
+
     def release(self) -> None:
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)

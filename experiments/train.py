@@ -98,6 +98,9 @@ def _open_run_dir(tc: TrainConfig, rid: str, rd: RunDir) -> dict | None:
         return {"run_id": rid, "status": "running", "reason": str(e)}
     except LocksUnsupported as e:  # not "held by another process": nothing could be held
         raise RunError(str(e)) from None
+    torn = rd.clear_torn_writes()
+    if torn:
+        print(f"[{rid}] removed what an earlier process left half-written: {torn}", flush=True)
     previous = rd.read_summary()
     if previous and previous.get("status") == "failed":
         # A retry resumes from the run's last checkpoint, if it has one: nothing already

@@ -43,8 +43,13 @@ timed_sweep() {
   wait "$pid"
   kill "$timer" 2>/dev/null
   tail -25 "$OUT/$name.log"
-  tar czf "$OUT/${name}_runs.tgz" --exclude='*.pt' --exclude='.lock' -C "$dir" runs \
-    $(cd "$dir" && ls sweep_log.jsonl lr_rule.json plan.json 2>/dev/null)
+  # records only: no checkpoints, locks or half-written temporaries (hundreds of MB each)
+  tar czf "$OUT/${name}_runs.tgz" --exclude='*.pt' --exclude='.lock' --exclude='.*.tmp' \
+    -C "$dir" runs $(cd "$dir" && ls sweep_log.jsonl lr_rule.json plan.json 2>/dev/null)
+  # a file over 16 MiB does not come back: send it in parts (cat them to rejoin)
+  if (( $(stat -c %s "$OUT/${name}_runs.tgz") > 15 * 2**20 )); then
+    split -b 15M -d "$OUT/${name}_runs.tgz" "$OUT/${name}_runs.tgz." && rm "$OUT/${name}_runs.tgz"
+  fi
 }
 
 for step in "$@"; do

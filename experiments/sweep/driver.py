@@ -41,7 +41,13 @@ from experiments.sweep.mps import mps_daemon
 from experiments.sweep.plan import PlannedRun, format_table, plan
 from experiments.sweep.slurm import render_sweep
 from experiments.sweep.spec import SweepSpec
-from experiments.sweep.sweep_dir import SweepDir, format_efficiency, format_status, to_train
+from experiments.sweep.sweep_dir import (
+    RunWork,
+    SweepDir,
+    format_efficiency,
+    format_status,
+    to_train,
+)
 from experiments.train import resolve
 from models.typed import from_dict as build
 
@@ -287,6 +293,20 @@ def show_plan(spec, sweep_dir, runs, configs, states, note) -> int | None:
     return unique
 
 
+def work_of(runs: list[PlannedRun]) -> dict[str, RunWork]:
+    """Each planned run's steps and FLOPs and tokens a step (the throughput record's units)."""
+    out = {}
+    for r in runs:
+        tokens_per_step = r.tokens / max(r.steps, 1)
+        out[r.run_id] = RunWork(
+            first_step=r.trunk_step if r.role == "branch" else 0,
+            last_step=r.steps,
+            flops_per_step=r.flops / max(r.steps, 1),
+            tokens_per_step=tokens_per_step,
+        )
+    return out
+
+
 def launch_order(runs: list[PlannedRun]):
     """Sort key of run ids: the largest budget first (packs and balances better), then the
     plan's order (its groups by sparsity and variant, each size's seeds side by side), so a
@@ -329,6 +349,7 @@ def run_sweep(cfg: DictConfig) -> int:
         cost = {r.run_id: tc for r, tc in zip(runs, configs)}
         user = list(HydraConfig.get().overrides.hydra)
         how = launch_plan(cfg, [cost[rid] for rid in todo], user, sweep_dir, unique or 0)
+        before = sweep_dir.steps_done(todo)
         t_launch = time.time()
         with mps_daemon(how.packed and cfg.mps) as mps_note:
             if how.packed:
@@ -337,7 +358,11 @@ def run_sweep(cfg: DictConfig) -> int:
         n_gpus, _, peak = gpus()
         print(
             format_efficiency(
-                [sweep_dir.record_throughput(todo, time.time() - t_launch, n_gpus, peak)]
+                [
+                    sweep_dir.record_throughput(
+                        before, work_of(runs), time.time() - t_launch, n_gpus, peak
+                    )
+                ]
             )
         )
         if code >= 128:  # the runs were interrupted by a signal: stop here as well

@@ -23,7 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.files import read_json
-from experiments.record import CHECKPOINT, SUMMARY, is_locked, read_jsonl
+from experiments.record import CHECKPOINT, PROGRESS, SUMMARY, is_locked, read_jsonl
+
+
+@dataclass(frozen=True)
+class RunWork:
+    """What a planned run trains: its steps (a branch's count on from its trunk's step, which
+    its trunk trained) and the FLOPs and tokens of each."""
+
+    first_step: int
+    last_step: int
+    flops_per_step: float
+    tokens_per_step: float
+
 
 ORDER = ("done", "running", "interrupted", "failed", "pending")
 State = tuple[str, str | None, str | None]  # (status, reason, failure kind)
@@ -67,25 +79,48 @@ class SweepDir:
     def states(self, run_ids: list[str]) -> dict[str, State]:
         return {rid: run_state(self.run(rid)) for rid in run_ids}
 
-    def record_throughput(
-        self, run_ids: list[str], wall: float, gpus: int, peak: float | None
-    ) -> dict:
-        """Append this invocation's throughput (the runs it finished, from their own
-        summaries) to the log, and return it."""
-        flops = tokens = 0.0
-        runs = 0
+    def steps_done(self, run_ids: list[str]) -> dict[str, int]:
+        """The optimiser steps each run has recorded (its summary's, else its progress's)."""
+        out = {}
         for rid in run_ids:
             s = read_json(self.run(rid) / SUMMARY)
+            p = read_json(self.run(rid) / PROGRESS)
             if s and s.get("status") == "done":
-                # a branch computed only its own steps (its trunk computed the rest)
-                own = s.get("trained_flops") or s["flops"]
-                flops, runs = flops + own, runs + 1
-                tokens += s["tokens"] * own / s["flops"] if s["flops"] else s["tokens"]
+                out[rid] = int(s.get("steps") or 0)
+            else:
+                out[rid] = int((p or {}).get("step") or 0)
+        return out
+
+    def record_throughput(
+        self,
+        before: dict[str, int],
+        work: dict[str, RunWork],
+        wall: float,
+        gpus: int,
+        peak: float | None,
+    ) -> dict:
+        """Append this invocation's throughput to the log, and return it: the steps its runs
+        advanced past what they had recorded when it started (``before``, from steps_done),
+        at each run's FLOPs and tokens a step. A sweep stopped and resumed over several
+        invocations is counted once: a resumed run's earlier steps belong to the invocation
+        that trained them, an interrupted run's steps to this one, and steps trained again
+        after a kill lost them count nowhere (they are the waste the number should show)."""
+        after = self.steps_done(list(before))
+        flops = tokens = 0.0
+        steps = finished = 0
+        for rid, was in before.items():
+            w = work[rid]
+            new = max(0, after[rid] - max(was, w.first_step))
+            steps += new
+            flops += new * w.flops_per_step
+            tokens += new * w.tokens_per_step
+            finished += after[rid] >= w.last_step > was
         entry = {
             "time": time.time(),
             "wall_s": wall,
             "gpus": gpus,
-            "runs": runs,
+            "runs": finished,
+            "steps": steps,
             "flops": flops,
             "tokens": tokens,
             "peak_flops_per_gpu": peak,
@@ -142,7 +177,7 @@ def format_efficiency(entries: list[dict]) -> str:
     gpus = max((e["gpus"] for e in entries), default=0)
     peak = next((e["peak_flops_per_gpu"] for e in entries if e.get("peak_flops_per_gpu")), None)
     text = (
-        f"throughput: {runs} runs trained in {wall:.0f}s of sweep wall time: "
+        f"throughput: {runs} runs finished in {wall:.0f}s of sweep wall time: "
         f"{tokens / max(wall, 1e-9):,.0f} tokens/s"
     )
     if peak and gpus:

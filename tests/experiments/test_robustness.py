@@ -345,3 +345,18 @@ def test_retrying_a_failed_run_keeps_what_it_trained(tmp_path, capsys):
     assert "resuming from step 40" in capsys.readouterr().out
     kept = json.loads((run_dir / "previous_failure.json").read_text())
     assert kept["status"] == "failed" and "non-finite" in kept["reason"]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_left_half_written_is_removed_when_the_run_resumes(tmp_path, capsys):
+    """A process killed while writing its checkpoint leaves atomic_writer's temporary (on the
+    GPU machine: 110-450 MB each, which then filled the records sent back). The next holder of
+    the run's lock deletes it and says so; the run resumes from its last whole checkpoint."""
+    cfg = tiny_config(tmp_path, *MOE)
+    first = execute(tiny_config(tmp_path, *MOE, "run.stop_after_steps=5"))
+    rd = RunDir(Path(tmp_path) / "runs" / first["run_id"])
+    torn = rd.path / ".checkpoint.pt.k1ll3d.tmp"
+    torn.write_bytes(b"\0" * 4096)
+    assert execute(cfg)["status"] == "done"
+    assert not torn.exists() and not list(rd.path.glob(".*.tmp"))
+    assert ".checkpoint.pt.k1ll3d.tmp" in capsys.readouterr().out
