@@ -35,6 +35,7 @@ from experiments.config import ConfigError, DataError, from_dict
 from experiments.files import atomic_write_json
 from experiments.record import run_id
 from experiments.sweep.branches import flops_summary, link_branches
+from experiments.sweep.edges import extended_plan
 from experiments.sweep.launch import gpus, launch, launch_plan
 from experiments.sweep.lr_rule import MAX_LR_EXTENSIONS
 from experiments.sweep.mps import mps_daemon
@@ -72,7 +73,7 @@ BRANCH_KEYS = ("optim.schedule", "optim.decay_fraction", "optim.decay_shape", "o
 
 
 def make_plan(
-    spec: SweepSpec, lr_rule=None, budgets=None, extra_lrs=None
+    spec: SweepSpec, lr_rule=None, budgets=None, extra_lrs=None, extensions=None
 ) -> tuple[list[PlannedRun], list]:
     """The planned runs and their TrainConfigs (same order); see plan.plan for the options."""
     if not SAFE_NAME.match(spec.name) or ".." in spec.name:
@@ -99,7 +100,7 @@ def make_plan(
             cfg = OmegaConf.merge(b, OmegaConf.create(overrides))
             return from_dict(resolve(cfg), check_steps=check_steps)
 
-        mine = plan(shaped, compose_train, lr_rule, budgets, extra_lrs, variant)
+        mine = plan(shaped, compose_train, lr_rule, budgets, extra_lrs, variant, extensions)
         for r in mine:
             r.overrides = OmegaConf.to_container(OmegaConf.merge(values, r.overrides))
         runs += mine
@@ -221,6 +222,19 @@ def plan_sweep(
     unknown = [b for b in only or [] if b not in spec.budgets]
     if unknown:
         raise ConfigError(f"budgets={unknown}: not among the spec's budgets {spec.budgets}")
+    if spec.lr_tuning_budget is None and spec.sizes.extend:
+        cap = spec.sizes.max_epochs
+
+        def max_tokens(configs) -> float | None:
+            unique = _unique_tokens(configs[0])
+            return cap * unique if unique and cap is not None else None
+
+        return extended_plan(
+            spec,
+            sweep_dir.runs,
+            lambda ext: make_plan(spec, budgets=only or None, extensions=ext),
+            max_tokens,
+        )
     if spec.lr_tuning_budget is None:
         return *make_plan(spec, budgets=only or None), None
     from experiments.sweep.lr_rule import (
@@ -325,7 +339,8 @@ def run_sweep(cfg: DictConfig) -> int:
     t0 = time.time()
     # An LR-tuning budget (and, with lr_grid=auto, up to two extensions of its grid), then the
     # budgets it informs: a few rounds at most.
-    for _ in range(2 + MAX_LR_EXTENSIONS):
+    # (and with sizes.extend, a round for each size added beyond a group's edge)
+    for _ in range(2 + MAX_LR_EXTENSIONS + spec.sizes.extend):
         runs, configs, note = plan_sweep(spec, sweep_dir, [float(b) for b in cfg.budgets])
         names = {r.run_id: r.name for r in runs}
         ids = [r.run_id for r in runs]
@@ -368,7 +383,7 @@ def run_sweep(cfg: DictConfig) -> int:
         if code >= 128:  # the runs were interrupted by a signal: stop here as well
             print(format_status(sweep_dir.states(ids), names))
             return code
-        if not (note and note.startswith("LR tuning first")):
+        if not (note and note.startswith("LR tuning first")) and not spec.sizes.extend:
             break
     states = sweep_dir.states(ids)
     print(format_status(states, names))

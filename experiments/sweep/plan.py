@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from experiments.sweep.branches import branch_plan
+from experiments.sweep.edges import Extensions
 from experiments.sweep.spec import SweepSpec
 from models import ConfigError
 from models.accounting import account
@@ -83,11 +84,13 @@ def plan(
     budgets: list[float] | None = None,
     extra_lrs: dict | None = None,
     variant: str | None = None,
+    extensions: Extensions | None = None,
 ) -> list[PlannedRun]:
     """``compose(overrides, check_steps) -> TrainConfig`` builds the exact config
     experiments.train will see for those overrides. ``lr_rule(TrainConfig) -> lr`` sets the
     learning rate of budgets other than ``lr_tuning_budget``; ``budgets`` plans a subset;
-    ``extra_lrs`` {(d_model, E/K): [lr, ...]}: LRs tried beyond the grid at tuned points."""
+    ``extra_lrs`` {(d_model, E/K): [lr, ...]}: LRs tried beyond the grid at tuned points;
+    ``extensions``: sizes added beyond the edges of groups (experiments/sweep/edges.py)."""
     widths = spec.family.widths(spec.granularity)
     if not widths:
         raise ConfigError("sweep.family: no d_model in [d_model_min, d_model_max] fits the rule")
@@ -113,6 +116,8 @@ def plan(
             pairs = spec.sparsity.expert_pairs()
             tpp = spec.sizes.rule(pairs.index((E, K)), len(pairs), E / K)
             chosen, target = bracket(spec, budget, cands, tpp)
+            if extensions is not None:
+                chosen = extensions.widen((variant, budget, E, K), cands, chosen, spec)
             seeds = list(spec.seeds)
             if spec.replicated(budget, 1 - K / E):
                 seeds += [s for s in spec.replicates.seeds if s not in seeds]

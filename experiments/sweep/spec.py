@@ -125,6 +125,9 @@ class SizesSpec(Typed):
     """Which N the rule is about."""
     min_steps: int = 100
     """Refuse sizes that would train for fewer optimiser steps."""
+    extend: int = 0
+    """Up to this many sizes added beyond a group's smallest or largest size when, its runs
+    all done, its lowest loss sits there (experiments/sweep/edges.py); 0: the sizes above."""
     max_epochs: float | None = 1.0
     """Refuse a plan with a run that would see its corpus's training tokens more than this
     many times (a scaling-law point that repeats its data is another experiment); null: warn."""
@@ -143,6 +146,7 @@ class SizesSpec(Typed):
             "sweep.sizes",
             "need count >= 1, spacing > 1 (or consecutive), tokens_per_param > 0",
         )
+        check(self.extend >= 0, "sweep.sizes.extend", "must be >= 0")
         check(
             self.max_epochs is None or self.max_epochs > 0,
             "sweep.sizes.max_epochs",
@@ -258,6 +262,13 @@ class SweepSpec(Typed):
             f"{unknown} are not among sweep.budgets {self.budgets}",
         )
         check(len(self.seeds) >= 1, "sweep.seeds", "give at least one seed")
+        if self.sizes.extend:
+            check(
+                self.lr_tuning_budget is None and self.schedule.kind != "wsd_branches",
+                "sweep.sizes.extend",
+                "extends sizes of independent runs only: not with an LR-tuning budget (its "
+                "points make the LR rule) or WSD branches (a size shares its trunk)",
+            )
         if self.lr_tuning_budget is not None:
             check(
                 self.lr_tuning_budget in self.budgets and bool(self.lrs),
