@@ -4,9 +4,10 @@ The sizes of a group (one budget, sparsity and variant) are centred on a prior
 (``sizes.tokens_per_param``); when the prior is off, the group's lowest loss sits at its
 smallest or largest size and its IsoFLOP parabola has no point beyond the minimum. With
 ``extend: n``, a group whose runs are all done and whose lowest loss (mean over seeds; the best
-LR where there are several) is at an edge gains the family's next member beyond that edge, up
-to n members a side, as long as the member trains for ``min_steps`` and within
-``max_epochs`` of the corpus; a member that cannot be added is said, not skipped silently.
+LR where there are several) is at an edge, or (4+ sizes) whose parabola has its vertex between
+an edge size and its neighbour, gains the family's next member beyond that edge, up to n
+members a side, as long as the member trains for ``min_steps`` and within ``max_epochs`` of
+the corpus; a member that cannot be added is said, not skipped silently.
 
 The extensions are derived again from the finished runs on every plan (as the LR grid's are,
 lr_rule.extensions), so a sweep resumed on another machine plans the same runs, and a sweep
@@ -20,6 +21,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from experiments.files import read_json
 from experiments.record import SUMMARY
@@ -104,32 +107,40 @@ def _beyond(cands: list, edge: int, side: str, spec) -> int | None:
 
 
 def lowest_edges(runs_root: Path, runs: list) -> dict[Group, str]:
-    """{group: "below" | "above"} for each group whose runs are all done and whose lowest
-    loss is at its smallest or largest size."""
-    loss: dict[Group, dict[tuple[int, float], list[float]]] = defaultdict(lambda: defaultdict(list))
+    r"""{group: "below" | "above"} for each group whose runs are all done and whose minimum
+    has too few sizes on one side: its lowest loss is at its smallest or largest size, or the
+    parabola in log N through its losses has its vertex between an edge size and that size's
+    neighbour (one point then carries the whole of that side, and L\*'s interval runs open
+    there: study 2's dense group at 6e15, lowest at its second size)."""
+    loss: dict[Group, dict[int, dict[float, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    n_of: dict[int, int] = {}
     unfinished: set[Group] = set()  # no decision for a group until all its runs are done
     for r in runs:
         s = read_json(Path(runs_root) / r.run_id / SUMMARY)
         if s is None or s.get("status") != "done" or s.get("val_loss") is None:
             unfinished.add(group_of(r))
         else:
-            loss[group_of(r)][(r.d_model, r.lr)].append(float(s["val_loss"]))
+            loss[group_of(r)][r.d_model][r.lr].append(float(s["val_loss"]))
+            n_of[r.d_model] = r.n_rule
     out = {}
-    for g, points in loss.items():
-        if g in unfinished:
+    for g, by_lr in loss.items():
+        if g in unfinished or len(by_lr) < 2:
             continue
-        by_width: dict[int, float] = {}
-        for (d, _), values in points.items():
-            mean = sum(values) / len(values)
-            by_width[d] = min(mean, by_width.get(d, math.inf))
-        if len(by_width) < 2:
-            continue
-        widths = sorted(by_width)
-        best = min(widths, key=by_width.__getitem__)
-        if best == widths[0]:
-            out[g] = "below"
-        elif best == widths[-1]:
-            out[g] = "above"
+        widths = sorted(by_lr)
+        # each width's loss: the mean over seeds, at its best LR where several were tried
+        y = [min(sum(v) / len(v) for v in by_lr[d].values()) for d in widths]
+        best = min(range(len(widths)), key=y.__getitem__)
+        side = {0: "below", len(widths) - 1: "above"}.get(best)
+        if side is None and len(widths) >= 4:  # with 3, every vertex is next to an edge
+            x = np.log([n_of[d] for d in widths])
+            a, b, _ = np.polyfit(x, y, 2)
+            if a > 0:
+                vertex = -b / (2 * a)
+                side = "below" if vertex < x[1] else "above" if vertex > x[-2] else None
+        if side:
+            out[g] = side
     return out
 
 

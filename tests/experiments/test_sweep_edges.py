@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from hydra import initialize_config_dir
@@ -65,6 +66,32 @@ def test_the_group_lowest_at_its_smallest_size_gains_the_next_smaller(tmp_path, 
     _finish(tmp_path, new, lambda r: 0.0)
     again, _ = _extended(spec, tmp_path)
     assert [r.run_id for r in again] == [r.run_id for r in runs]
+
+
+def test_a_vertex_between_the_smallest_size_and_its_neighbour_gains_a_smaller_size(tmp_path):
+    """Lowest observed at the second size, but the parabola's vertex lies below it: one point
+    carries the whole low side (study 2's dense group at 6e15). Without extend: nothing."""
+    spec = _micro(extend=1, spacing="consecutive", count=5)
+    plain = _plan(spec)
+    edgy = max({group_of(r) for r in plain}, key=lambda g: _widths(plain, g)[0])  # room below
+    n = {r.d_model: r.n_rule for r in plain if group_of(r) == edgy}
+    x0, x1 = (math.log(n[d]) for d in sorted(n)[:2])
+    vertex = x0 + 0.7 * (x1 - x0)  # the second size is the lowest observed
+    middle = {group_of(r): _widths(plain, group_of(r))[2] for r in plain}
+    _finish(
+        tmp_path,
+        plain,
+        lambda r: (
+            (math.log(r.n_rule) - vertex) ** 2
+            if group_of(r) == edgy
+            else abs(r.d_model - middle[group_of(r)])
+        ),
+    )
+    runs, note = _extended(spec, tmp_path)
+    assert _widths(runs, edgy)[0] == sorted(n)[0] - spec.family.d_model_step
+    assert len(runs) == len(plain) + 1 and "1 below, 0 above" in note
+    runs, note = _extended(_micro(extend=0, spacing="consecutive", count=5), tmp_path)
+    assert len(runs) == len(plain) and note is None
 
 
 def test_without_extend_finished_edges_change_nothing(tmp_path):
