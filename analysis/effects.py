@@ -9,7 +9,14 @@ everything else (and, for continuity with earlier reports, the slope of L\\* in 
 - **paired at matched width**: the loss difference between a sparse run and the dense run of the
   same width and seed (the same data order: common random numbers), averaged over the widths
   and seeds both have, with a t interval over the pairs. It needs no parabola and is the most
-  powerful contrast such a design has, but it compares equal widths, not optima.
+  powerful contrast such a design has, but it compares equal widths, not optima;
+- **vs dense, censored** (``vs_dense_bound``): a sparse group that is not bracketed (its lowest
+  loss at an edge the design could not go past, e.g. a corpus too small for smaller models)
+  has no located L\\*, but its true minimum lies at or below its lowest size-mean loss, so
+  that loss minus the dense L\\* bounds ΔL\\* from above. Its interval redraws the edge's mean
+  with the budget's noise (the same noise scale draws as every other interval) against the
+  dense L\\*'s bootstrap. An upper end below 0 supports "sparser is better"; nothing in it can
+  show the effect is small.
 """
 
 from __future__ import annotations
@@ -70,6 +77,47 @@ def sparsity_effects(rows, keep, point, boot, level, design_df, loss, draws=None
         entry["paired"] = paired_contrasts(design_df[design_df["budget_group"] == b], loss, level)
         out[f"{b:.4g}"] = entry
     return out
+
+
+def edge_draws(g, scale: np.ndarray, rng) -> np.ndarray:
+    """(B,) redraws of a group's lowest size-mean loss: its mean over that size's runs plus
+    the mean of as many noise draws at each replicate's noise scale."""
+    xs, means = g.size_means()
+    best = int(np.argmin(means))
+    n = int((g.x == xs[best]).sum())
+    return means[best] + rng.normal(size=len(scale)) * scale / np.sqrt(n)
+
+
+def censored_bounds(rows, point, boot, edges: dict, level: float) -> dict:
+    """Per budget: {sparsity: {delta_at_most, ci}} for each unbracketed sparse group against a
+    bracketed dense group of the same budget; ``edges`` {row index: edge_draws}."""
+    out: dict = {}
+    for i, r in enumerate(rows):
+        dense = [
+            j
+            for j, d in enumerate(rows)
+            if d["budget"] == r["budget"] and d["sparsity"] == 0 and d["bracketed"]
+        ]
+        if r["bracketed"] or r["sparsity"] == 0 or not dense:
+            continue
+        d = dense[0]
+        entry: dict = {"delta_at_most": float(r["best_loss"] - point[d]["loss_star"]), "ci": None}
+        if i in edges and boot[d]:
+            entry["ci"] = percentile_interval(edges[i] - boot[d]["loss_star"], level)
+        out.setdefault(f"{r['budget']:.4g}", {})[f"{r['sparsity']:.4f}"] = entry
+    return out
+
+
+def add_censored_bounds(effects, rows, groups, point, boot, scales, rng, level) -> None:
+    """``effects[budget]["vs_dense_bound"]`` for the budgets with an unbracketed sparse group
+    (``scales``: each budget's noise scale draws, as the bootstrap used them)."""
+    edges = {
+        i: edge_draws(g, scales[g.budget], rng)
+        for i, g in enumerate(groups)
+        if not rows[i]["bracketed"] and g.budget in scales
+    }
+    for b, bounds in censored_bounds(rows, point, boot, edges, level).items():
+        effects.setdefault(b, {})["vs_dense_bound"] = bounds
 
 
 def paired_contrasts(df: pd.DataFrame, loss: str, level: float = 0.95) -> dict:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.effects import slope, slope_in_sparsity, sparsity_effects
+from analysis.effects import add_censored_bounds, slope, slope_in_sparsity, sparsity_effects
 from analysis.fit import percentile_interval, rng_for
 from analysis.noise import Noise, budget_noise, lack_of_fit, replicate_noise, residual_noise
 
@@ -336,6 +336,9 @@ def analyse(
     keep = [i for i, r in enumerate(rows) if r["bracketed"]]
     reasons = {b: bn.reason for b, bn in by_budget.items() if bn.reason}
     draws: dict = {}
+    effects = sparsity_effects(rows, keep, point, boot, level, design_df, loss, draws)
+    # drawn last: every interval above is what it was before censored bounds existed
+    add_censored_bounds(effects, rows, groups, point, boot, scales, rng, level)
     return IsoflopResult(
         rows,
         _pooled(groups, by_budget),
@@ -343,7 +346,7 @@ def analyse(
         slope_in_sparsity(rows, keep, point, boot, level),
         _scaling(rows, keep, point, boot, level, alt_boot),
         noise_by_budget=by_budget,
-        effects=sparsity_effects(rows, keep, point, boot, level, design_df, loss, draws),
+        effects=effects,
         effect_draws=draws,
     )
 

@@ -156,6 +156,11 @@ def _effects(effects: dict) -> list[str]:
             parts.append(
                 f"paired S={float(s):.4g}: {num(d['mean'])} {ci(d['ci'])} ({d['pairs']} pairs)"
             )
+        for s, d in (e.get("vs_dense_bound") or {}).items():
+            parts.append(
+                rf"ΔL\*(S={float(s):.4g}) at most {num(d['delta_at_most'])} {ci(d['ci'])} "
+                r"(not bracketed: its lowest loss minus the dense L\*, an upper bound)"
+            )
         lines.append(f"- C={c}: " + ("; ".join(parts) if parts else "nothing bracketed to compare"))
     return [*lines, ""]
 
