@@ -1,10 +1,11 @@
-"""A pilot's table: runs of one size grouped by what varies, with the seed noise and how long
-each run sat on the early plateau (prints markdown, writes CSV/JSON).
+"""A pilot's table: runs grouped by what varies, with the seed noise and how long each run sat
+on the early plateau (prints markdown, writes CSV/JSON); on a main grid, one row per point.
 
     python -m analysis.pilot RUN_DIRS... [--plateau 3.0] [--out DIR]
 
 RUN_DIRS are sweep run folders (``<sweep>/runs`` or a study's committed copy). A group is one
-(variant, E, granularity, top-k, LR); its rows are seeds. Columns:
+(budget, width, variant, E, granularity, top-k, LR); its rows are seeds (a pilot has one
+budget and width; a grid's sizes are never pooled, which would count size as noise). Columns:
 - ``val_loss``: the mean over seeds, ``seed_diff`` the largest minus the smallest;
 - ``icl``: validation loss at late minus early positions (< 0: context helps), the mean;
 - ``plateau_tokens``: the tokens each run took to bring its training loss below ``--plateau``
@@ -28,7 +29,7 @@ import pandas as pd
 from analysis.collect import collect
 from experiments.record import METRICS, read_jsonl
 
-GROUP = ["variant", "num_experts", "granularity", "top_k", "lr"]
+GROUP = ["budget_flops", "d_model", "variant", "num_experts", "granularity", "top_k", "lr"]
 
 
 def plateau_tokens(metrics: Path, level: float) -> float | None:
@@ -55,7 +56,7 @@ def read_runs(dirs: list[Path], level: float) -> pd.DataFrame:
 def pooled_sigma(df: pd.DataFrame) -> tuple[float, int]:
     """sqrt(mean within-group variance) over groups of 2+ seeds, and its degrees of freedom."""
     var, dof = 0.0, 0
-    for _, g in df.groupby(GROUP):
+    for _, g in df.groupby(GROUP, dropna=False):
         if len(g) >= 2:
             var += g["val_loss"].var(ddof=1) * (len(g) - 1)
             dof += len(g) - 1
@@ -64,7 +65,7 @@ def pooled_sigma(df: pd.DataFrame) -> tuple[float, int]:
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
     out = (
-        df.groupby(GROUP)
+        df.groupby(GROUP, dropna=False)
         .agg(
             seeds=("seed", "count"),
             val_loss=("val_loss", "mean"),

@@ -36,19 +36,13 @@ from experiments.files import atomic_write_json
 from experiments.record import run_id
 from experiments.sweep.branches import flops_summary, link_branches
 from experiments.sweep.edges import extended_plan
-from experiments.sweep.launch import gpus, launch, launch_plan
+from experiments.sweep.launch import gpus, launch, launch_order, launch_plan, work_of
 from experiments.sweep.lr_rule import MAX_LR_EXTENSIONS
 from experiments.sweep.mps import mps_daemon
 from experiments.sweep.plan import PlannedRun, format_table, plan
 from experiments.sweep.slurm import render_sweep
 from experiments.sweep.spec import SweepSpec
-from experiments.sweep.sweep_dir import (
-    RunWork,
-    SweepDir,
-    format_efficiency,
-    format_status,
-    to_train,
-)
+from experiments.sweep.sweep_dir import SweepDir, format_efficiency, format_status, to_train
 from experiments.train import resolve
 from models.typed import from_dict as build
 
@@ -307,29 +301,6 @@ def show_plan(spec, sweep_dir, runs, configs, states, note) -> int | None:
     return unique
 
 
-def work_of(runs: list[PlannedRun]) -> dict[str, RunWork]:
-    """Each planned run's steps and FLOPs and tokens a step (the throughput record's units)."""
-    out = {}
-    for r in runs:
-        tokens_per_step = r.tokens / max(r.steps, 1)
-        out[r.run_id] = RunWork(
-            first_step=r.trunk_step if r.role == "branch" else 0,
-            last_step=r.steps,
-            flops_per_step=r.flops / max(r.steps, 1),
-            tokens_per_step=tokens_per_step,
-        )
-    return out
-
-
-def launch_order(runs: list[PlannedRun]):
-    """Sort key of run ids: the largest budget first (packs and balances better), then the
-    plan's order (its groups by sparsity and variant, each size's seeds side by side), so a
-    sweep stopped halfway holds whole groups rather than runs scattered by the few FLOPs that
-    rounding to whole steps adds or removes; branches after every trunk has started."""
-    rank = {r.run_id: (r.role == "branch", -r.budget, i) for i, r in enumerate(runs)}
-    return rank.__getitem__
-
-
 def run_sweep(cfg: DictConfig) -> int:
     sweep_dir = SweepDir(Path(HydraConfig.get().sweep.dir).resolve())
     if not isinstance(cfg.mps, bool):
@@ -338,8 +309,7 @@ def run_sweep(cfg: DictConfig) -> int:
     spec.train = [*spec.train, *cfg.train_overrides]
     t0 = time.time()
     # An LR-tuning budget (and, with lr_grid=auto, up to two extensions of its grid), then the
-    # budgets it informs: a few rounds at most.
-    # (and with sizes.extend, a round for each size added beyond a group's edge)
+    # budgets it informs; with sizes.extend, a round for each size added beyond a group's edge.
     for _ in range(2 + MAX_LR_EXTENSIONS + spec.sizes.extend):
         runs, configs, note = plan_sweep(spec, sweep_dir, [float(b) for b in cfg.budgets])
         names = {r.run_id: r.name for r in runs}

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from experiments.sweep.plan import PlannedRun
 from experiments.sweep.slurm import FORWARDED_HYDRA
 from experiments.sweep.spec import SweepSpec
-from experiments.sweep.sweep_dir import SweepDir
+from experiments.sweep.sweep_dir import RunWork, SweepDir
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -97,6 +98,28 @@ def launch_plan(
     if jobs > 1:
         out += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
     return LaunchPlan(out, compile_env(sweep_dir, jobs), packed=pack.runs_per_gpu > 1)
+
+
+def work_of(runs: list[PlannedRun]) -> dict[str, RunWork]:
+    """Each planned run's steps and FLOPs and tokens a step (the throughput record's units)."""
+    out = {}
+    for r in runs:
+        out[r.run_id] = RunWork(
+            first_step=r.trunk_step if r.role == "branch" else 0,
+            last_step=r.steps,
+            flops_per_step=r.flops / max(r.steps, 1),
+            tokens_per_step=r.tokens / max(r.steps, 1),
+        )
+    return out
+
+
+def launch_order(runs: list[PlannedRun]):
+    """Sort key of run ids: the largest budget first (packs and balances better), then the
+    plan's order (its groups by sparsity and variant, each size's seeds side by side), so a
+    sweep stopped halfway holds whole groups rather than runs scattered by the few FLOPs that
+    rounding to whole steps adds or removes; branches after every trunk has started."""
+    rank = {r.run_id: (r.role == "branch", -r.budget, i) for i, r in enumerate(runs)}
+    return rank.__getitem__
 
 
 def launch(

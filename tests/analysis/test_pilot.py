@@ -7,7 +7,7 @@ import math
 from analysis import pilot
 
 
-def _run(root, rid, variant, E, lr, seed, val, losses):
+def _run(root, rid, variant, E, lr, seed, val, losses, d_model=256):
     d = root / rid
     d.mkdir(parents=True)
     # with the fields every runs table has (analysis.collect.REQUIRED)
@@ -24,6 +24,7 @@ def _run(root, rid, variant, E, lr, seed, val, losses):
         "icl_score": -0.5,
         "tokens": 1000.0,
         "budget_flops": 1e15,
+        "d_model": d_model,
         "sparsity": 1 - 1 / E,
         "params_total": 1e6 * E,
         "params_active": 1e6,
@@ -58,3 +59,16 @@ def test_pilot_table_pools_sigma_times_the_plateau_and_sets_stuck_runs_apart(tmp
     out = capsys.readouterr().out
     assert "did not learn (left out): c0" in out and "(2 d.o.f.)" in out
     assert json.loads((tmp_path / "out" / "pilot.json").read_text())["stuck"] == ["c0"]
+
+
+def test_a_grid_of_sizes_is_never_pooled_into_the_seed_noise(tmp_path):
+    """On a main grid (study 2's first runs) grouping by E alone made the widths' loss
+    differences look like seed noise: sigma 0.029 where the seed pairs give 0.007."""
+    runs = tmp_path / "runs"
+    for d, base in ((192, 1.44), (256, 1.45), (352, 1.50)):
+        _run(runs, f"w{d}s0", "top1", 1, 2e-3, 0, base, [5.0, 2.0], d_model=d)
+        _run(runs, f"w{d}s1", "top1", 1, 2e-3, 1, base + 0.01, [5.0, 2.0], d_model=d)
+    df = pilot.read_runs([runs], level=3.0)
+    sigma, dof = pilot.pooled_sigma(df)
+    assert dof == 3 and math.isclose(sigma, 0.01 / math.sqrt(2), rel_tol=1e-6)
+    assert sorted(pilot.table(df)["d_model"]) == [192, 256, 352]

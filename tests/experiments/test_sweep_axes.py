@@ -7,7 +7,8 @@ import json
 import pytest
 from hydra import initialize_config_dir
 
-from experiments.sweep.driver import launch_order, make_plan
+from experiments.sweep.driver import make_plan
+from experiments.sweep.launch import launch_order
 from experiments.sweep.sweep_dir import SweepDir
 from models import ConfigError
 from tests.experiments.helpers import CONF
