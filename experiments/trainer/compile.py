@@ -1,6 +1,11 @@
-"""Whether and how a run is compiled (``train.compile``, ``train.compile_mode``)."""
+"""Whether and how a run is compiled (``train.compile``, ``train.compile_mode``), and running
+its compiled regions eagerly for a while (evaluation)."""
 
 from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
 
 import torch
 
@@ -25,3 +30,30 @@ def compile_plan(tc: TrainConfig, device: torch.device) -> tuple[bool, str]:
         return False, mode
     small = tc.flops_per_token * tc.tokens_per_step < GRAPHS_MAX_FLOPS_PER_STEP
     return True, "reduce-overhead" if small else "default"
+
+
+_eager_lock = threading.Lock()
+_eager: dict = {"users": 0, "stance": None}  # the first user's set_stance, undone by the last
+
+
+@contextlib.contextmanager
+def eager_stance() -> Iterator[None]:
+    """Compiled code runs eagerly inside (``torch.compiler.set_stance("force_eager")``).
+
+    The stance is one per process and ``set_stance`` restores what it saw on entry, so two
+    runs evaluating at once in one process (``execute`` in threads: tests, notebooks) left it
+    at force_eager for good when they exited out of order, and every later compile silently
+    ran eagerly. Here the first user sets it and the last one, whichever it is, restores the
+    stance from before the first."""
+    with _eager_lock:
+        if _eager["users"] == 0:
+            _eager["stance"] = torch.compiler.set_stance("force_eager")
+        _eager["users"] += 1
+    try:
+        yield
+    finally:
+        with _eager_lock:
+            _eager["users"] -= 1
+            if _eager["users"] == 0:
+                _eager["stance"].__exit__(None, None, None)
+                _eager["stance"] = None

@@ -33,7 +33,7 @@ from experiments.trainer.checkpoint import (
     set_rng_state,
     training_state,
 )
-from experiments.trainer.compile import compile_plan
+from experiments.trainer.compile import compile_plan, eager_stance
 from experiments.trainer.evaluation import autocast, evaluate, load_stats, validation_windows
 from experiments.trainer.health import TrainingFailed
 from experiments.trainer.interrupts import Interrupted, Interrupts
@@ -272,7 +272,7 @@ class Trainer:
         st = self.state
         # Eager: compiled regions would compile (and capture) a second, inference-only graph
         # for a few forward passes.
-        with torch.compiler.set_stance("force_eager"):
+        with eager_stance():
             ev = evaluate(
                 self.model, self.val, self.val_docs, self.batches.local, self.device, self.d
             )

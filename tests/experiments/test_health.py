@@ -42,10 +42,13 @@ def test_a_run_that_does_not_learn_fails_at_a_quarter_saying_why(tmp_path):
     assert healthy["status"] == "done"
 
 
-def test_the_first_step_repeats_bit_for_bit_on_a_cpu_and_an_outlier_is_named(tmp_path):
+def test_the_first_step_repeats_on_a_cpu_and_an_outlier_is_named(tmp_path):
     """experiments.benchmarks.first_step: the probe for the pilot's broken first backward.
-    Step 0 updates the weights (its LR is above 0), so equal repeats mean the state was
-    restored each time, not that nothing moved."""
+    Step 0 updates the weights (its LR is above 0): repeats from unrestored state differ in
+    gradient norm by ~3e-3 relative (measured with load_state_dict made a no-op), so
+    agreement to 1e-5 means the state was restored each time. Not bit for bit: in a CI run
+    of the whole suite the forward repeated exactly and the gradient norm's last bits did not
+    (cause not found; float32 sums in another order give such differences)."""
     from experiments.benchmarks import first_step
 
     overrides = [
@@ -56,7 +59,7 @@ def test_the_first_step_repeats_bit_for_bit_on_a_cpu_and_an_outlier_is_named(tmp
     ]  # fmt: skip
     rows, what = first_step.repeat_first_step(overrides, repeats=3)
     v = first_step.verdict(rows, tolerance=0.05)
-    assert v["losses_identical"] and v["grad_norms_identical"] and not v["outliers"]
+    assert v["losses_identical"] and v["max_relative_deviation"] < 1e-5 and not v["outliers"]
     assert what["device"] == "cpu"
     broken = [
         *rows,

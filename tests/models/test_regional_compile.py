@@ -63,3 +63,29 @@ def test_one_block_is_compiled_for_every_layer(n_layers):
     out = model(idx, idx)
     (out.loss + out.aux_loss).backward()
     assert counters["stats"]["unique_graphs"] == 2
+
+
+def test_evaluations_that_overlap_in_threads_leave_compilation_on():
+    """Two runs evaluating at once in one process (test_branches trains a branch in a thread
+    beside its trunk) exited torch's set_stance out of order and left force_eager set for
+    the rest of the process: a later compile ran eagerly and this file's graph counts read
+    0 in a CI run. The trainer's eager_stance is shared: the last to leave restores it."""
+    import torch._dynamo.eval_frame as eval_frame
+
+    from experiments.trainer.compile import eager_stance
+
+    first, second = eager_stance(), eager_stance()
+    first.__enter__()
+    second.__enter__()
+    assert eval_frame._stance.stance == "force_eager"
+    first.__exit__(None, None, None)  # out of order: the first to enter leaves first
+    assert eval_frame._stance.stance == "force_eager"  # the second still evaluates
+    second.__exit__(None, None, None)
+    assert eval_frame._stance.stance == "default"
+    torch._dynamo.reset()
+    counters.clear()
+    model = _model(2, num_experts=1)
+    model.compile_regions(backend="aot_eager")
+    out = model(torch.randint(0, 64, (2, 16)), torch.randint(0, 64, (2, 16)))
+    (out.loss + out.aux_loss).backward()
+    assert counters["stats"]["unique_graphs"] == 2
