@@ -7,9 +7,10 @@ Builds the run's Trainer as ``experiments.train`` does (compilation and CUDA gra
 keeps its initial weights and optimiser state, then trains step 0 ``--repeats`` times,
 restoring that state before each: the same weights and the same batch every time, so every
 repeat's loss and gradient norm should agree (on a CPU to float32 rounding: the tests saw the
-last bits of a gradient norm differ once; on a GPU to the rounding of bf16 and atomics). Why: in the second study's pilot one run's first gradient norm was 2,349
-where its twin's, from the same weights and batch, was 7.5, while their first losses agreed to
-four decimals (docs/studies/study2/PILOT.md). A repeat whose gradient norm is more than
+last bits of a gradient norm differ once; on a GPU to the rounding of bf16 and atomics). Why:
+in the second study's pilot one run's first gradient norm was 2,349 where its twin's, from the
+same weights and batch, was 7.5, while their first losses agreed to four decimals
+(docs/studies/study2/PILOT.md). A repeat whose gradient norm is more than
 ``--tolerance`` (relative) from the median is an outlier; the exit status is 1 if any is.
 """
 

@@ -115,7 +115,7 @@ def lowest_edges(runs_root: Path, runs: list) -> dict[Group, str]:
     loss: dict[Group, dict[int, dict[float, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
     )
-    n_of: dict[int, int] = {}
+    n_of: dict[tuple[Group, int], int] = {}  # each group's N at each width
     unfinished: set[Group] = set()  # no decision for a group until all its runs are done
     for r in runs:
         s = read_json(Path(runs_root) / r.run_id / SUMMARY)
@@ -123,7 +123,7 @@ def lowest_edges(runs_root: Path, runs: list) -> dict[Group, str]:
             unfinished.add(group_of(r))
         else:
             loss[group_of(r)][r.d_model][r.lr].append(float(s["val_loss"]))
-            n_of[r.d_model] = r.n_rule
+            n_of[(group_of(r), r.d_model)] = r.n_rule
     out = {}
     for g, by_lr in loss.items():
         if g in unfinished or len(by_lr) < 2:
@@ -134,7 +134,7 @@ def lowest_edges(runs_root: Path, runs: list) -> dict[Group, str]:
         best = min(range(len(widths)), key=y.__getitem__)
         side = {0: "below", len(widths) - 1: "above"}.get(best)
         if side is None and len(widths) >= 4:  # with 3, every vertex is next to an edge
-            x = np.log([n_of[d] for d in widths])
+            x = np.log([n_of[(g, d)] for d in widths])
             a, b, _ = np.polyfit(x, y, 2)
             if a > 0:
                 vertex = -b / (2 * a)

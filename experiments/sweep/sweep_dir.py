@@ -84,11 +84,10 @@ class SweepDir:
         out = {}
         for rid in run_ids:
             s = read_json(self.run(rid) / SUMMARY)
-            p = read_json(self.run(rid) / PROGRESS)
             if s and s.get("status") == "done":
                 out[rid] = int(s.get("steps") or 0)
             else:
-                out[rid] = int((p or {}).get("step") or 0)
+                out[rid] = int((read_json(self.run(rid) / PROGRESS) or {}).get("step") or 0)
         return out
 
     def record_throughput(
