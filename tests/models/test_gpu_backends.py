@@ -128,13 +128,16 @@ def test_regional_compile_on_the_gpu_matches_eager():
     compiled.load_state_dict(eager.state_dict())
     compiled.compile_regions("reduce-overhead")
     idx = torch.randint(0, 512, (8, 64), device="cuda")
+    losses = []
+    for _ in range(3):  # warm-up, record, replay; a step as the trainer takes it (loop.py):
+        # the forward under autocast, the backward of loss + aux outside it, grads cleared
+        torch.compiler.cudagraph_mark_step_begin()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = compiled(idx, idx)
+        (out.loss + out.aux_loss).backward()
+        losses.append(out.loss.detach().clone())
+        compiled.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        losses = []
-        for _ in range(3):  # warm-up, record, replay
-            torch.compiler.cudagraph_mark_step_begin()
-            loss = compiled(idx, idx).loss
-            loss.backward()
-            losses.append(loss.detach().clone())
         ref = eager(idx, idx).loss
     assert counters["stats"]["unique_graphs"] == 2
     for loss in losses:
