@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import heapq
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.files import read_json
-from experiments.record import SUMMARY
+from experiments.record import CHECKPOINT, SUMMARY
+from experiments.sweep.launch import work_of
 
 Kind = tuple[int, int, int]  # (experts, top-k, granularity)
 MARGIN = 1.15  # fewer neighbours finish faster, a colder cache slower: room for the latter
@@ -122,3 +124,32 @@ def within_deadline(
     if held:
         line += f"; {len(held)} left for the next invocation"
     return keep, line
+
+
+def finishing(sweep_dir, todo, runs, cost, before, slots, deadline) -> list[str]:
+    """The runs of ``todo`` that finish before ``deadline`` (``finish_within``), in the order
+    the multirun will start them."""
+    work = work_of(runs)
+    resumable = {  # progress without a checkpoint starts again from step 0
+        rid: steps if (sweep_dir.run(rid) / CHECKPOINT).exists() else 0
+        for rid, steps in before.items()
+    }
+    left = {
+        rid: max(0, w.last_step - max(resumable[rid], w.first_step)) * w.flops_per_step
+        for rid, w in work.items()
+        if rid in resumable
+    }
+    kinds = {
+        rid: (tc.model.moe.num_experts, tc.model.moe.top_k, tc.model.moe.granularity)
+        for rid, tc in cost.items()
+    }
+    keep, line = within_deadline(
+        resumed_first(todo, resumable),
+        left,
+        kinds,
+        measured_pace(sweep_dir.runs),
+        slots,
+        deadline - time.time(),
+    )
+    print(line, flush=True)
+    return keep

@@ -33,11 +33,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import ConfigError, DataError, from_dict
 from experiments.files import atomic_write_json
-from experiments.record import CHECKPOINT, run_id
+from experiments.record import run_id
 from experiments.sweep.branches import flops_summary, link_branches
-from experiments.sweep.deadline import measured_pace, resumed_first, within_deadline
+from experiments.sweep.deadline import finishing
 from experiments.sweep.edges import extended_plan
-from experiments.sweep.launch import gpus, launch, launch_order, launch_plan, work_of
+from experiments.sweep.launch import gpus, launch, launch_order, launch_plan, of_variants, work_of
 from experiments.sweep.lr_rule import MAX_LR_EXTENSIONS
 from experiments.sweep.mps import mps_daemon
 from experiments.sweep.plan import PlannedRun, format_table, plan
@@ -313,6 +313,12 @@ def run_sweep(cfg: DictConfig) -> int:
         raise ConfigError(f"finish_within: expected seconds > 0 or null, got {within!r}")
     spec = SweepSpec.from_dict(OmegaConf.to_container(cfg.sweep, resolve=True))
     spec.train = [*spec.train, *cfg.train_overrides]
+    only_variants = list(cfg.get("variants") or [])
+    unknown = [v for v in only_variants if v not in (spec.variants or {})]
+    if unknown:
+        raise ConfigError(
+            f"variants={unknown}: not among the spec's variants {list(spec.variants or [])}"
+        )
     t0 = time.time()
     # An LR-tuning budget (and, with lr_grid=auto, up to two extensions of its grid), then the
     # budgets it informs; with sizes.extend, a round for each size added beyond a group's edge.
@@ -329,6 +335,8 @@ def run_sweep(cfg: DictConfig) -> int:
             return 0 if all(s == "done" for s, _, _ in states.values()) else 1
         unique = show_plan(spec, sweep_dir, runs, configs, states, note)
         todo = to_train(states, cfg.retry_failed)
+        if only_variants:  # the others stay planned (and reported) but wait
+            todo = of_variants(todo, runs, only_variants)
         if cfg.action == "plan":
             return 0
         if cfg.action == "render":
@@ -342,7 +350,7 @@ def run_sweep(cfg: DictConfig) -> int:
         how = launch_plan(cfg, [cost[rid] for rid in todo], user, sweep_dir, unique or 0)
         before = sweep_dir.steps_done(todo)
         if within is not None:
-            todo = _finishing(sweep_dir, todo, runs, cost, before, how.jobs, t0 + within)
+            todo = finishing(sweep_dir, todo, runs, cost, before, how.jobs, t0 + within)
             if not todo:
                 break
         t_launch = time.time()
@@ -370,34 +378,6 @@ def run_sweep(cfg: DictConfig) -> int:
     print(f"sweep wall time {time.time() - t0:.0f}s")
     reported = report(sweep_dir, ids, list(spec.variants or [])) if cfg.report else True
     return 0 if reported and all(s == "done" for s, _, _ in states.values()) else 1
-
-
-def _finishing(sweep_dir, todo, runs, cost, before, slots, deadline) -> list[str]:
-    """The runs of ``todo`` that finish before ``deadline`` (finish_within; deadline.py)."""
-    work = work_of(runs)
-    resumable = {  # progress without a checkpoint starts again from step 0
-        rid: steps if (sweep_dir.run(rid) / CHECKPOINT).exists() else 0
-        for rid, steps in before.items()
-    }
-    left = {
-        rid: max(0, w.last_step - max(resumable[rid], w.first_step)) * w.flops_per_step
-        for rid, w in work.items()
-        if rid in resumable
-    }
-    kinds = {
-        rid: (tc.model.moe.num_experts, tc.model.moe.top_k, tc.model.moe.granularity)
-        for rid, tc in cost.items()
-    }
-    keep, line = within_deadline(
-        resumed_first(todo, resumable),
-        left,
-        kinds,
-        measured_pace(sweep_dir.runs),
-        slots,
-        deadline - time.time(),
-    )
-    print(line, flush=True)
-    return keep
 
 
 def main(cfg: DictConfig) -> None:

@@ -126,6 +126,12 @@ def launch_order(runs: list[PlannedRun]):
     return rank.__getitem__
 
 
+def of_variants(todo: list[str], runs: list[PlannedRun], names: list[str]) -> list[str]:
+    """The run ids of ``todo`` that belong to the variants ``names`` (``variants=[...]``)."""
+    chosen = {r.run_id for r in runs if r.overrides.get("variant") in names}
+    return [rid for rid in todo if rid in chosen]
+
+
 def launch(
     sweep_dir: SweepDir,
     spec: SweepSpec,

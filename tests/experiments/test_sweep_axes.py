@@ -8,7 +8,7 @@ import pytest
 from hydra import initialize_config_dir
 
 from experiments.sweep.driver import make_plan
-from experiments.sweep.launch import launch_order
+from experiments.sweep.launch import launch_order, of_variants
 from experiments.sweep.sweep_dir import SweepDir
 from models import ConfigError
 from tests.experiments.helpers import CONF
@@ -80,6 +80,22 @@ def test_launch_order_is_largest_budget_first_then_the_plan_not_rounding_noise()
 
 
 V3 = ["moe.score=sigmoid", "moe.balance=aux_free", "moe.load_balance_coef=0"]
+
+
+def test_variants_can_be_trained_one_at_a_time():
+    """``variants=[mha]``: only that variant's runs train now, in their launch order."""
+    spec = _spec("micro", variants={"mha": [], "mla_v3": ["model.attention=mla", *V3]})
+    runs = _plan(spec)
+    ids = [r.run_id for r in runs]
+    mha = [r.run_id for r in runs if r.overrides["variant"] == "mha"]
+    assert of_variants(ids, runs, ["mha"]) == mha and 0 < len(mha) < len(ids)
+    assert of_variants(ids[::-1], runs, ["mha", "mla_v3"]) == ids[::-1]
+
+
+def test_a_variant_the_spec_lacks_is_refused_before_anything_runs(tmp_path):
+    out = _sweep(tmp_path, "variants=[nope]", name="demo")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "variants=['nope']: not among the spec's variants" in out.stderr
 
 
 def test_variants_plan_the_grid_once_each_and_record_their_name():
