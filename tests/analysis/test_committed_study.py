@@ -25,6 +25,11 @@ def test_committed_report_matches_its_runs_table(tmp_path):
         )
         assert a["loss_star"] == pytest.approx(b["loss_star"], abs=1e-9)
         assert a["n_star"] == pytest.approx(b["n_star"], rel=1e-9)
-    assert new["noise_by_budget"] == old["noise_by_budget"]
+    # the same noise per budget, to the last bits a different CPU's BLAS may round otherwise
+    assert new["noise_by_budget"].keys() == old["noise_by_budget"].keys()
+    for budget, noise in old["noise_by_budget"].items():
+        assert new["noise_by_budget"][budget] == {
+            k: pytest.approx(v, rel=1e-9) if isinstance(v, float) else v for k, v in noise.items()
+        }
     runs = pd.read_csv(STUDY / "runs.csv")
     assert len(runs) == 140 and (runs["status"] == "done").all() and runs["epochs"].max() < 1
