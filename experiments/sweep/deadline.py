@@ -28,6 +28,8 @@ from pathlib import Path
 from experiments.files import read_json
 from experiments.record import CHECKPOINT, SUMMARY
 from experiments.sweep.launch import work_of
+from experiments.sweep.plan import PlannedRun
+from experiments.sweep.sweep_dir import SweepDir
 
 Kind = tuple[int, int, int]  # (experts, top-k, granularity)
 MARGIN = 1.15  # fewer neighbours finish faster, a colder cache slower: room for the latter
@@ -126,7 +128,15 @@ def within_deadline(
     return keep, line
 
 
-def finishing(sweep_dir, todo, runs, cost, before, slots, deadline) -> list[str]:
+def finishing(
+    sweep_dir: SweepDir,
+    todo: list[str],
+    runs: list[PlannedRun],
+    cost: dict,  # run id -> its TrainConfig
+    before: dict[str, int],  # steps each run has recorded (SweepDir.steps_done)
+    slots: int,
+    deadline: float,  # time.time() by which the runs must be done
+) -> list[str]:
     """The runs of ``todo`` that finish before ``deadline`` (``finish_within``), in the order
     the multirun will start them."""
     work = work_of(runs)
