@@ -27,9 +27,7 @@ from pathlib import Path
 
 from experiments.files import read_json
 from experiments.record import CHECKPOINT, SUMMARY
-from experiments.sweep.launch import work_of
-from experiments.sweep.plan import PlannedRun
-from experiments.sweep.sweep_dir import SweepDir
+from experiments.sweep.sweep_dir import RunWork, SweepDir
 
 Kind = tuple[int, int, int]  # (experts, top-k, granularity)
 MARGIN = 1.15  # fewer neighbours finish faster, a colder cache slower: room for the latter
@@ -131,7 +129,7 @@ def within_deadline(
 def finishing(
     sweep_dir: SweepDir,
     todo: list[str],
-    runs: list[PlannedRun],
+    work: dict[str, RunWork],  # every planned run's (launch.work_of)
     cost: dict,  # run id -> its TrainConfig
     before: dict[str, int],  # steps each run has recorded (SweepDir.steps_done)
     slots: int,
@@ -139,19 +137,21 @@ def finishing(
 ) -> list[str]:
     """The runs of ``todo`` that finish before ``deadline`` (``finish_within``), in the order
     the multirun will start them."""
-    work = work_of(runs)
     resumable = {  # progress without a checkpoint starts again from step 0
-        rid: steps if (sweep_dir.run(rid) / CHECKPOINT).exists() else 0
-        for rid, steps in before.items()
+        rid: before[rid] if (sweep_dir.run(rid) / CHECKPOINT).exists() else 0 for rid in todo
     }
     left = {
-        rid: max(0, w.last_step - max(resumable[rid], w.first_step)) * w.flops_per_step
-        for rid, w in work.items()
-        if rid in resumable
+        rid: max(0, work[rid].last_step - max(steps, work[rid].first_step))
+        * work[rid].flops_per_step
+        for rid, steps in resumable.items()
     }
     kinds = {
-        rid: (tc.model.moe.num_experts, tc.model.moe.top_k, tc.model.moe.granularity)
-        for rid, tc in cost.items()
+        rid: (
+            cost[rid].model.moe.num_experts,
+            cost[rid].model.moe.top_k,
+            cost[rid].model.moe.granularity,
+        )
+        for rid in todo
     }
     keep, line = within_deadline(
         resumed_first(todo, resumable),

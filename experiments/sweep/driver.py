@@ -349,8 +349,9 @@ def run_sweep(cfg: DictConfig) -> int:
         user = list(HydraConfig.get().overrides.hydra)
         how = launch_plan(cfg, [cost[rid] for rid in todo], user, sweep_dir, unique or 0)
         before = sweep_dir.steps_done(todo)
+        work = work_of(runs)
         if within is not None:
-            todo = finishing(sweep_dir, todo, runs, cost, before, how.jobs, t0 + within)
+            todo = finishing(sweep_dir, todo, work, cost, before, how.jobs, t0 + within)
             if not todo:
                 break
         t_launch = time.time()
@@ -361,11 +362,7 @@ def run_sweep(cfg: DictConfig) -> int:
         n_gpus, _, peak = gpus()
         print(
             format_efficiency(
-                [
-                    sweep_dir.record_throughput(
-                        before, work_of(runs), time.time() - t_launch, n_gpus, peak
-                    )
-                ]
+                [sweep_dir.record_throughput(before, work, time.time() - t_launch, n_gpus, peak)]
             )
         )
         if code >= 128:  # the runs were interrupted by a signal: stop here as well

@@ -20,6 +20,7 @@ from experiments.sweep.deadline import (
     within_deadline,
 )
 from experiments.sweep.driver import make_plan
+from experiments.sweep.launch import work_of
 from experiments.sweep.sweep_dir import SweepDir
 from tests.experiments.helpers import CONF
 from tests.experiments.test_sweep import _spec, _sweep
@@ -97,7 +98,7 @@ def test_the_driver_counts_what_is_left_of_a_resumed_run_and_only_with_its_check
     # time for the resumed run and the first in launch order; any third needs START_S at least
     budget = left_of_last + need[torn.run_id] + START_S / 2
     ids = [r.run_id for r in todo]
-    keep = finishing(sweep, ids, runs, cost, before, 1, time.time() + budget)
+    keep = finishing(sweep, ids, work_of(runs), cost, before, 1, time.time() + budget)
     # the torn run's 50 steps without a checkpoint are not counted as done
     assert keep == [last.run_id, torn.run_id]
 

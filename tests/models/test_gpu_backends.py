@@ -42,28 +42,38 @@ def test_backend_matches_float64_reference(backend, E, K, expert_type):
     with torch.no_grad():  # larger than the init, so every expert's output matters
         for p in ref.parameters():
             p.normal_(0, 0.05)
-    x = torch.randn(T, D, dtype=torch.float64)
-    with torch.no_grad():  # one routing, reused by every backend: no bf16 routing ties
+    gpu = _bf16_copy(ref, replace(cfg, moe=replace(cfg.moe, backend=backend)))
+    x, gy = torch.randn(T, D, dtype=torch.float64), torch.randn(T, D, dtype=torch.float64)
+    _matches_reference(ref, gpu, gpu.experts_forward, x, gy, backend)
+
+
+def _bf16_copy(ref: MoE, cfg: ModelConfig) -> MoE:
+    """The float64 reference's weights in a bf16 layer on the GPU (cfg names its backend)."""
+    gpu = MoE(cfg).cuda().to(torch.bfloat16)
+    gpu.load_state_dict({k: v.to(torch.bfloat16) for k, v in ref.state_dict().items()})
+    return gpu
+
+
+def _matches_reference(ref: MoE, gpu: MoE, forward, x, gy, what) -> None:
+    """One routing, drawn by the float64 reference and used by both (no bf16 routing ties):
+    the output, the input's gradient and each expert weight's gradient within 1e-2."""
+    with torch.no_grad():
         routing = ref.router(x)
     experts, weights = routing.experts_TK, routing.weights_TK
-    gy = torch.randn(T, D, dtype=torch.float64)
-
+    ref.zero_grad(set_to_none=True)
+    gpu.zero_grad(set_to_none=True)
     x_ref = x.clone().requires_grad_(True)
     y_ref = ref.experts_forward(x_ref, experts, weights)
     y_ref.backward(gy)
-
-    gpu_cfg = replace(cfg, moe=replace(cfg.moe, backend=backend))
-    gpu = MoE(gpu_cfg).cuda().to(torch.bfloat16)
-    gpu.load_state_dict({k: v.to(torch.bfloat16) for k, v in ref.state_dict().items()})
     x_gpu = x.to("cuda", torch.bfloat16).requires_grad_(True)
-    y_gpu = gpu.experts_forward(x_gpu, experts.cuda(), weights.to("cuda", torch.bfloat16))
+    y_gpu = forward(x_gpu, experts.cuda(), weights.to("cuda", torch.bfloat16))
     y_gpu.backward(gy.to("cuda", torch.bfloat16))
     torch.cuda.synchronize()
-
-    assert rel_err(y_gpu, y_ref) <= 1e-2
-    assert rel_err(x_gpu.grad, x_ref.grad) <= 1e-2
+    assert rel_err(y_gpu, y_ref) <= 1e-2, what
+    assert rel_err(x_gpu.grad, x_ref.grad) <= 1e-2, what
     for name in ("w_in_EHD", "w_out_EFD"):
-        assert rel_err(getattr(gpu, name).grad, getattr(ref, name).grad) <= 1e-2, name
+        err = rel_err(getattr(gpu, name).grad, getattr(ref, name).grad)
+        assert err <= 1e-2, (what, name, err)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -156,24 +166,8 @@ def test_the_gate_arms_shape_matches_the_reference_step_after_step(compiled):
     moe_cfg = MoEConfig(num_experts=16, top_k=1, granularity=2, renormalize=True)
     cfg = ModelConfig(d_model=D, n_heads=5, d_ff=4 * D, moe=replace(moe_cfg, backend="torch"))
     ref = MoE(cfg).double()
-    gpu = MoE(replace(cfg, moe=replace(moe_cfg, backend="native"))).cuda().to(torch.bfloat16)
-    gpu.load_state_dict({k: v.to(torch.bfloat16) for k, v in ref.state_dict().items()})
+    gpu = _bf16_copy(ref, replace(cfg, moe=replace(moe_cfg, backend="native")))
     forward = torch.compile(gpu.experts_forward, dynamic=False) if compiled else gpu.experts_forward
     for repeat in range(4):
-        x = torch.randn(T, D, dtype=torch.float64)
-        with torch.no_grad():
-            routing = ref.router(x)
-        experts, weights = routing.experts_TK, routing.weights_TK
-        gy = torch.randn(T, D, dtype=torch.float64)
-        ref.zero_grad(set_to_none=True)
-        x_ref = x.clone().requires_grad_(True)
-        ref.experts_forward(x_ref, experts, weights).backward(gy)
-        gpu.zero_grad(set_to_none=True)
-        x_gpu = x.to("cuda", torch.bfloat16).requires_grad_(True)
-        y_gpu = forward(x_gpu, experts.cuda(), weights.to("cuda", torch.bfloat16))
-        y_gpu.backward(gy.to("cuda", torch.bfloat16))
-        torch.cuda.synchronize()
-        assert rel_err(x_gpu.grad, x_ref.grad) <= 1e-2, repeat
-        for name in ("w_in_EHD", "w_out_EFD"):
-            err = rel_err(getattr(gpu, name).grad, getattr(ref, name).grad)
-            assert err <= 1e-2, (repeat, name, err)
+        x, gy = torch.randn(T, D, dtype=torch.float64), torch.randn(T, D, dtype=torch.float64)
+        _matches_reference(ref, gpu, forward, x, gy, f"repeat {repeat}")
