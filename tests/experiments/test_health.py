@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from experiments.train import SET_ASIDE_CHECKPOINT, execute
@@ -57,10 +58,18 @@ def test_the_first_step_repeats_on_a_cpu_and_an_outlier_is_named(tmp_path):
         "moe.top_k=2", "moe.granularity=2", "moe.renormalize=true", "budget.flops=1e10",
         f"data.cache_dir={tmp_path}/cache",
     ]  # fmt: skip
-    rows, what = first_step.repeat_first_step(overrides, repeats=3)
+    rows, what = first_step.repeat_first_step(overrides, repeats=3, by_param=1000)
     v = first_step.verdict(rows, tolerance=0.05)
     assert v["losses_identical"] and v["max_relative_deviation"] < 1e-5 and not v["outliers"]
     assert what["device"] == "cpu"
+    # --by-param: the per-parameter norms are the ones the clipped total was made of, and the
+    # one MoE layer routed each of its 8 x 32 tokens to K x G = 4 of its 8 experts.
+    for r in rows:
+        norms = [norm for _, norm in r["largest"]]
+        assert norms == sorted(norms, reverse=True)
+        assert sum(n * n for n in norms) ** 0.5 == pytest.approx(r["grad_norm"], rel=1e-5)
+        ((fewest, most),) = r["expert_loads"]
+        assert 0 <= fewest <= most <= 8 * 32 and most >= 8 * 32 * 4 // 8
     broken = [
         *rows,
         {"repeat": 3, "loss": rows[0]["loss"], "grad_norm": 300 * rows[0]["grad_norm"]},

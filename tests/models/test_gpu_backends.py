@@ -54,12 +54,15 @@ def _bf16_copy(ref: MoE, cfg: ModelConfig) -> MoE:
     return gpu
 
 
-def _matches_reference(ref: MoE, gpu: MoE, forward, x, gy, what) -> None:
-    """One routing, drawn by the float64 reference and used by both (no bf16 routing ties):
-    the output, the input's gradient and each expert weight's gradient within 1e-2."""
-    with torch.no_grad():
-        routing = ref.router(x)
-    experts, weights = routing.experts_TK, routing.weights_TK
+def _matches_reference(ref: MoE, gpu: MoE, forward, x, gy, what, routing=None) -> None:
+    """One routing, drawn by the float64 reference (or given as (experts_TK, weights_TK)) and
+    used by both (no bf16 routing ties): the output, the input's gradient and each expert
+    weight's gradient within 1e-2."""
+    if routing is None:
+        with torch.no_grad():
+            drawn = ref.router(x)
+        routing = drawn.experts_TK, drawn.weights_TK
+    experts, weights = routing
     ref.zero_grad(set_to_none=True)
     gpu.zero_grad(set_to_none=True)
     x_ref = x.clone().requires_grad_(True)
@@ -171,3 +174,43 @@ def test_the_gate_arms_shape_matches_the_reference_step_after_step(compiled):
     for repeat in range(4):
         x, gy = torch.randn(T, D, dtype=torch.float64), torch.randn(T, D, dtype=torch.float64)
         _matches_reference(ref, gpu, forward, x, gy, f"repeat {repeat}")
+
+
+def _poison_the_allocator() -> None:
+    """Leave NaN in the memory the next allocations get: the caching allocator splits them
+    from this freed block, so a kernel output that is never written reads NaN, not zeros."""
+    junk = torch.full((2**28,), float("nan"), device="cuda")
+    del junk
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_experts_with_no_or_few_tokens_get_exact_gradients(compiled):
+    """At the gate arm's shape (32 experts of F = 2d, K = 2) its first steps routed as few as
+    4 of 65,536 assignments to an expert (measured on a CPU), and in training an expert can get
+    none. The grouped GEMMs' weight gradient of such an expert must be zero (none) or exact
+    (few), also when the memory it is written to held NaN."""
+    torch.manual_seed(0)
+    D, T, E, K = 160, 32768, 32, 2
+    moe_cfg = MoEConfig(num_experts=16, top_k=1, granularity=2, renormalize=True)
+    cfg = ModelConfig(d_model=D, n_heads=5, d_ff=4 * D, moe=replace(moe_cfg, backend="torch"))
+    ref = MoE(cfg).double()
+    gpu = _bf16_copy(ref, replace(cfg, moe=replace(moe_cfg, backend="native")))
+    forward = torch.compile(gpu.experts_forward, dynamic=False) if compiled else gpu.experts_forward
+    # experts 0-3 get nothing, 4-7 get 1, 2, 3 and 5 tokens, 8-31 the rest (two distinct each)
+    experts_TK = torch.stack([torch.randperm(E - 8)[:K] + 8 for _ in range(T)])
+    start = 0
+    for e, n in zip(range(4, 8), (1, 2, 3, 5)):
+        experts_TK[start : start + n, 0] = e
+        start += n
+    weights_TK = torch.rand(T, K, dtype=torch.float64) + 0.1
+    weights_TK = weights_TK / weights_TK.sum(-1, keepdim=True)
+    for repeat in range(3):
+        x, gy = torch.randn(T, D, dtype=torch.float64), torch.randn(T, D, dtype=torch.float64)
+        _poison_the_allocator()
+        _matches_reference(
+            ref, gpu, forward, x, gy, f"repeat {repeat}", routing=(experts_TK, weights_TK)
+        )
+        for name in ("w_in_EHD", "w_out_EFD"):
+            grad = getattr(gpu, name).grad
+            assert torch.isfinite(grad).all(), (name, "not finite")
+            assert (grad[:4] == 0).all(), (name, "an expert with no tokens has a gradient")
