@@ -17,7 +17,8 @@ arm="model.seq_len=512 train.batch_size=64 optim.lr=2e-3 optim.betas=[0.9,0.99]
   budget.flops=6e15 moe.num_experts=16"
 declare -A cases=(
   [gate]="moe.top_k=1 moe.granularity=2 moe.renormalize=true"
-  [gate_no_graphs]="moe.top_k=1 moe.granularity=2 moe.renormalize=true train.compile_mode=default"
+  [gate_no_graphs]="moe.top_k=1 moe.granularity=2 moe.renormalize=true train.compile=true
+    train.compile_mode=default"
   [gate_eager]="moe.top_k=1 moe.granularity=2 moe.renormalize=true train.compile=false"
   [gate_torch_backend]="moe.top_k=1 moe.granularity=2 moe.renormalize=true moe.backend=torch"
   [e32_top1]="moe.num_experts=32 moe.top_k=1"
