@@ -20,6 +20,7 @@ from models.config import ModelConfig
 from models.expert_parallel import EPGroup, ep_experts, shard
 from models.router import (
     Router,
+    Routing,
     count_tokens,
     load_balancing_loss,
     router_z_loss,
@@ -62,6 +63,18 @@ class DenseMLP(nn.Module):
         y = expert_mlp(x_BSD, self.w_in_HD, self.w_out_FD, self.glu)
         zero = x_BSD.new_zeros((), dtype=torch.float32)
         return y, FFNAux(zero, zero, zero, None)
+
+
+def _route(router: Router, x_TD: torch.Tensor) -> Routing:
+    return router(x_TD)
+
+
+# Top-k > 1 routes outside any compiled graph. With the router and the native experts compiled
+# into one graph, inductor's CUDA code gave top-2 models gradients 1e3-1e5 times the eager ones,
+# different at every step (torch 2.11, H200; both compile modes; the forward was exact): the
+# second study's gate arm could not train. Either one compiled alone matched eager, as did
+# top-1 in one graph (experiments/benchmarks/compiled_grads.py; docs/studies/study2/STATUS.md).
+_route_outside_the_graph = torch.compiler.disable(_route)
 
 
 class MoE(nn.Module):
@@ -123,7 +136,7 @@ class MoE(nn.Module):
 
     def forward(self, x_BSD: torch.Tensor) -> tuple[torch.Tensor, FFNAux]:
         x_TD = x_BSD.reshape(-1, x_BSD.shape[-1])
-        routing = self.router(x_TD)
+        routing = (_route_outside_the_graph if self.router.top_k > 1 else _route)(self.router, x_TD)
         tokens_per_expert_E = count_tokens(routing.experts_TK, self.num_experts)
         y_TD = self._compute(
             x_TD, routing.experts_TK, routing.weights_TK, tokens_per_expert_E, self.weights

@@ -13,7 +13,10 @@ step, the forward under bf16 autocast, the backward of loss + aux), without upda
 weights: every step's gradients should be the eager ones, to bf16 rounding. A VARIANT swaps one
 piece of the layer for a plainer one, to find the piece at fault: ``plain_index`` (the native
 backend's gathers as plain autograd indexing instead of its custom autograd functions),
-``max_top2`` (the router's top-2 as two max-reductions instead of ``torch.topk``).
+``max_top2`` (the router's top-2 as two max-reductions instead of ``torch.topk``),
+``router_eager`` / ``experts_eager`` (the router / the native experts left out of the compiled
+graph), ``detach_weights`` (no gradient from the experts into the router weights),
+``no_renorm`` (top-2 weights not renormalised), ``no_aux`` (no load-balancing or z-loss).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import contextlib
 import copy
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from models import ModelConfig, MoEConfig, MoETransformer
 from models.backends import native
+from models.router import Router
 
 DEFAULT_CASES = [
     "top1-default:1:default",
@@ -37,6 +42,8 @@ DEFAULT_CASES = [
     "top2-graphs:2:reduce-overhead",
     "top2-graphs-plain-index:2:reduce-overhead:plain_index",
     "top2-graphs-max-top2:2:reduce-overhead:max_top2",
+    *(f"top2-{v}:2:default:{v}" for v in ("experts_eager", "router_eager", "detach_weights")),
+    *(f"top2-{v}:2:default:{v}" for v in ("no_renorm", "no_aux")),
 ]
 
 
@@ -52,11 +59,44 @@ def arm_config(top_k: int) -> ModelConfig:
     )
 
 
+CONFIG_VARIANTS = {
+    "no_renorm": {"renormalize": False},
+    "no_aux": {"load_balance_coef": 0.0, "z_loss_coef": 0.0},
+}
+
+
+@contextlib.contextmanager
+def _patched(owner, attr: str, value) -> Iterator[None]:
+    saved = getattr(owner, attr)
+    setattr(owner, attr, value)
+    try:
+        yield
+    finally:
+        setattr(owner, attr, saved)
+
+
 @contextlib.contextmanager
 def variant(name: str | None) -> Iterator[None]:
-    """The native backend with one piece swapped (restored on exit)."""
-    if name is None:
+    """The native backend with one piece swapped (restored on exit); models are built inside."""
+    if name is None or name in CONFIG_VARIANTS:
         yield
+        return
+    experts = native.native_experts
+    if name == "experts_eager":
+        with _patched(native, "native_experts", torch.compiler.disable(experts)):
+            yield
+        return
+    if name == "router_eager":
+        with _patched(Router, "forward", torch.compiler.disable(Router.forward)):
+            yield
+        return
+    if name == "detach_weights":
+
+        def detached(x_TD, experts_TK, weights_TK, counts_E, w):
+            return experts(x_TD, experts_TK, weights_TK.detach(), counts_E, w)
+
+        with _patched(native, "native_experts", detached):
+            yield
         return
     if name == "max_top2":
         topk = torch.topk
@@ -104,6 +144,8 @@ def compare(case: str, steps: int, batch: int = 64, device: str = "cuda") -> dic
     torch._dynamo.reset()
     torch.manual_seed(0)
     cfg = arm_config(int(k))
+    if rest and rest[0] in CONFIG_VARIANTS:
+        cfg = replace(cfg, moe=replace(cfg.moe, **CONFIG_VARIANTS[rest[0]]))
     with variant(rest[0] if rest else None):
         eager = MoETransformer(cfg).to(device)
         compiled = copy.deepcopy(eager)
