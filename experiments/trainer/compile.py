@@ -22,14 +22,18 @@ GRAPHS_MAX_FLOPS_PER_STEP = 1e13
 
 
 def compile_plan(tc: TrainConfig, device: torch.device) -> tuple[bool, str]:
-    """(compile?, mode): the user's choice, or the measured-faster one for ``auto``."""
+    """(compile?, mode): the user's choices, or the measured-faster ones where they are
+    ``auto``. A mode the user names is kept also when ``compile=auto`` decides to compile
+    (it used to be replaced by the measured one without a word)."""
     choice, mode = tc.train.compile, tc.train.compile_mode
+    if mode == "auto":
+        small = tc.flops_per_token * tc.tokens_per_step < GRAPHS_MAX_FLOPS_PER_STEP
+        mode = "reduce-overhead" if small and device.type == "cuda" else "default"
     if choice != "auto":
         return bool(choice), mode
     if device.type != "cuda" or tc.steps < COMPILE_MIN_STEPS:
         return False, mode
-    small = tc.flops_per_token * tc.tokens_per_step < GRAPHS_MAX_FLOPS_PER_STEP
-    return True, "reduce-overhead" if small else "default"
+    return True, mode
 
 
 _eager_lock = threading.Lock()

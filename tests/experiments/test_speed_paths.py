@@ -167,3 +167,33 @@ def test_memory_estimate_grows_with_the_model(tmp_path):
     b = run_memory_bytes(_configs(tmp_path, "moe.num_experts=16")[0])
     c = run_memory_bytes(_configs(tmp_path, "train.batch_size=32")[0])
     assert b > a and c > a
+
+
+@pytest.mark.parametrize(
+    "compile_,mode,device,expected",
+    [
+        ("auto", "auto", "cuda", (True, "reduce-overhead")),  # small steps: CUDA graphs
+        ("auto", "default", "cuda", (True, "default")),  # a named mode is kept (it was not)
+        ("true", "auto", "cuda", (True, "reduce-overhead")),
+        ("true", "auto", "cpu", (True, "default")),  # CUDA graphs need CUDA
+        ("auto", "auto", "cpu", (False, "default")),
+        ("false", "reduce-overhead", "cuda", (False, "reduce-overhead")),
+    ],
+)
+def test_the_compile_plan_keeps_what_the_user_named(compile_, mode, device, expected):
+    """train.compile and train.compile_mode: each one's auto is the measured choice, and a
+    value the user names is what runs (the gate-arm probe's compile_mode=default ran CUDA
+    graphs under compile=auto, without a word)."""
+    from experiments.benchmarks.run_profile import train_config
+    from experiments.trainer.compile import compile_plan
+
+    tc = train_config(
+        [
+            "model=tiny",
+            "budget.flops=1e12",
+            f"train.compile={compile_}",
+            f"train.compile_mode={mode}",
+        ]
+    )
+    assert tc.steps >= 150 and tc.flops_per_token * tc.tokens_per_step < 1e13
+    assert compile_plan(tc, torch.device(device)) == expected
