@@ -40,6 +40,17 @@ timed_sweep() {
   local pid=$!
   ( sleep "$seconds"; kill -INT -- "-$pid" 2>/dev/null ) &
   local timer=$!
+  # The driver prints "sweep wall time" when it is done. On 2026-12-02 it then took 240 s more
+  # to exit, until the timer (device time for nothing): past 30 s after that line, kill it.
+  local done_at=
+  while kill -0 "$pid" 2>/dev/null; do
+    if [[ -z $done_at ]] && grep -q "^sweep wall time" "$OUT/$name.log" 2>/dev/null; then done_at=$SECONDS; fi
+    if [[ -n $done_at ]] && (( SECONDS - done_at > 30 )); then
+      echo "the sweep driver had not exited 30 s after it finished: killed" | tee -a "$OUT/$name.log"
+      kill -KILL -- "-$pid" 2>/dev/null
+    fi
+    sleep 2
+  done
   wait "$pid"
   kill "$timer" 2>/dev/null
   tail -25 "$OUT/$name.log"

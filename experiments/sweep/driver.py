@@ -19,6 +19,7 @@ output root is Hydra's ``hydra.sweep.dir`` (default ``sweeps/<name>``); run dire
 
 from __future__ import annotations
 
+import faulthandler
 import re
 import signal
 import sys
@@ -384,4 +385,7 @@ def main(cfg: DictConfig) -> None:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+    # On the H200 (2026-12-02) the driver once took 240 s to exit after its last line, cause
+    # unknown: should exiting take over 60 s, every thread's stack goes to stderr, to find it.
+    faulthandler.dump_traceback_later(60, exit=False)
     sys.exit(code)
