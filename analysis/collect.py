@@ -181,3 +181,30 @@ def done_runs(df: pd.DataFrame, loss_col: str) -> pd.DataFrame:
         )
     df[loss_col] = values
     return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m analysis.collect RUNS --out runs.csv``: one table of every run found below
+    RUNS (every variant, every status), the table a study commits beside its runs."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("runs", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    df, skipped = collect(a.runs)
+    if df.empty:
+        print(f"error: no run records below {a.runs}", file=sys.stderr)
+        return 2
+    df = df.sort_values("run_id").reset_index(drop=True) if "run_id" in df.columns else df
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = a.out.with_name(f".{a.out.name}.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(a.out)  # atomic: a reader never sees half a table
+    print(f"{a.out}: {len(df)} runs ({len(skipped)} folders skipped)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -33,3 +33,20 @@ def test_committed_report_matches_its_runs_table(tmp_path):
         }
     runs = pd.read_csv(STUDY / "runs.csv")
     assert len(runs) == 140 and (runs["status"] == "done").all() and runs["epochs"].max() < 1
+
+
+def test_the_second_studys_table_is_every_run_record(tmp_path):
+    """docs/studies/study2/runs.csv is `python -m analysis.collect` of its runs/: every run
+    record, of every variant (the report of one variant refuses a table of several unless
+    told which), and a folder without records is refused with exit 2."""
+    from analysis.collect import main
+
+    study2 = STUDY.parent / "study2"
+    assert main([str(study2 / "runs"), "--out", str(tmp_path / "runs.csv")]) == 0
+    table = pd.read_csv(tmp_path / "runs.csv")
+    committed = pd.read_csv(study2 / "runs.csv")
+    assert sorted(table["run_id"]) == sorted(committed["run_id"])
+    assert len(table) == len(list((study2 / "runs").glob("*/summary.json")))
+    assert set(table["variant"]) == {"top1", "g2renorm"}
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "none.csv")]) == 2
