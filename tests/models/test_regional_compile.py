@@ -89,3 +89,26 @@ def test_evaluations_that_overlap_in_threads_leave_compilation_on():
     out = model(torch.randint(0, 64, (2, 16)), torch.randint(0, 64, (2, 16)))
     (out.loss + out.aux_loss).backward()
     assert counters["stats"]["unique_graphs"] == 2
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_top_k_above_one_routes_outside_any_compiled_graph(top_k, monkeypatch):
+    """Compiled on a GPU with the experts in one graph, top-2 routing got gradients 1e3-1e5
+    times eager's (tests/models/test_gpu_backends.py, ...eager_gradients, checks the outcome
+    there). A CPU cannot show that fault, so here: a top-k > 1 layer routes through the
+    function that torch.compile must not trace, and top-1 does not."""
+    import models.moe as moe_module
+
+    calls: list[int] = []
+    outside = moe_module._route_outside_the_graph
+    assert getattr(outside, "_torchdynamo_disable", False)  # what torch.compiler.disable marks
+
+    def spy(router, x_TD):
+        calls.append(router.top_k)
+        return outside(router, x_TD)
+
+    monkeypatch.setattr(moe_module, "_route_outside_the_graph", spy)
+    model = MoETransformer(small_config(MoEConfig(num_experts=4, top_k=top_k)))
+    idx = torch.randint(0, 50, (2, 12))
+    model(idx, idx)
+    assert calls == ([2, 2] if top_k == 2 else [])  # once per layer, two layers
