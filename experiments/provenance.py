@@ -4,11 +4,17 @@ result can depend on, and the accelerator (every run's summary.json records them
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The packages whose code decides a run's result. Their hash names the code that ran also where
+# git cannot: the GPU machine runs a copy of the working tree over an older checkout, so its
+# git_sha is that checkout's and git_dirty is true (the second study's runs of 2026-12-02).
+SOURCE_PACKAGES = ("models", "experiments", "analysis")
 
 
 def git_sha() -> str | None:
@@ -40,6 +46,50 @@ def git_dirty() -> bool | None:
     return bool(out.stdout.strip()) if out.returncode == 0 else None
 
 
+def source_sha256_of(files: dict[str, bytes]) -> str:
+    """sha256 over (path, length, content) of the packages' .py files, in path order."""
+    h = hashlib.sha256()
+    for path in sorted(files):
+        data = files[path]
+        h.update(f"{path}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+@functools.cache
+def source_sha256() -> str:
+    """The hash of the code this process runs (source_sha256_of its packages' .py files)."""
+    files = {
+        str(f.relative_to(REPO_ROOT)): f.read_bytes()
+        for pkg in SOURCE_PACKAGES
+        for f in (REPO_ROOT / pkg).rglob("*.py")
+    }
+    return source_sha256_of(files)
+
+
+def source_sha256_at(rev: str) -> str:
+    """The same hash of a commit's tree: ``python -m experiments.provenance REV`` finds which
+    commit a run's code was."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=True
+        ).stdout
+
+    paths = [
+        p
+        for p in git("ls-tree", "-r", "--name-only", rev, *SOURCE_PACKAGES).split()
+        if p.endswith(".py")
+    ]
+    files = {
+        p: subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "show", f"{rev}:{p}"], capture_output=True, check=True
+        ).stdout
+        for p in paths
+    }
+    return source_sha256_of(files)
+
+
 PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf", "tokenizers", "triton", "megablocks")
 
 
@@ -69,3 +119,9 @@ def hardware() -> dict:
         "cuda": torch.version.cuda,
         "nccl": nccl,
     }
+
+
+if __name__ == "__main__":
+    # python -m experiments.provenance [REV ...]: the source hash here, or of each commit
+    for rev in sys.argv[1:] or ["(working tree)"]:
+        print(rev, source_sha256() if rev == "(working tree)" else source_sha256_at(rev))

@@ -33,7 +33,7 @@ from experiments.files import (
     read_json,
     try_flock,
 )
-from experiments.provenance import git_dirty, git_sha, versions
+from experiments.provenance import git_dirty, git_sha, source_sha256, versions
 
 CONFIG, METRICS, SUMMARY, PROGRESS = "config.yaml", "metrics.jsonl", "summary.json", "progress.json"
 CHECKPOINT, WEIGHTS, IDENTITY, LOCK = "checkpoint.pt", "weights.pt", "run.json", ".lock"
@@ -169,6 +169,7 @@ class RunSummary:
     data_key: str | None = None
     git_sha: str | None = None
     git_dirty: bool | None = None  # uncommitted changes in the checkout that ran
+    source_sha256: str | None = None  # the code that ran (experiments/provenance.py)
     versions: dict = field(default_factory=dict)
     hardware: dict = field(default_factory=dict)  # GPU model and count, CUDA, NCCL
 
@@ -193,6 +194,7 @@ class RunSummary:
             backend=tc.model.moe.backend,
             git_sha=git_sha(),
             git_dirty=git_dirty(),
+            source_sha256=source_sha256(),
             versions=versions(),
         )
 

@@ -40,6 +40,7 @@ SUMMARY_FIELDS = [
     "tokens_per_s",
     "mfu",
     "git_sha",
+    "source_sha256",
     "versions",
 ]
 
