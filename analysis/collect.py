@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
+    from experiments.files import atomic_write_bytes
+
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("runs", type=Path)
     ap.add_argument("--out", type=Path, required=True)
@@ -199,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     df = df.sort_values("run_id").reset_index(drop=True) if "run_id" in df.columns else df
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_name(f".{a.out.name}.tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(a.out)  # atomic: a reader never sees half a table
+    atomic_write_bytes(a.out, df.to_csv(index=False).encode())  # never half a table
     print(f"{a.out}: {len(df)} runs ({len(skipped)} folders skipped)")
     return 0
 

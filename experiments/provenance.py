@@ -71,23 +71,14 @@ def source_sha256_at(rev: str) -> str:
     """The same hash of a commit's tree: ``python -m experiments.provenance REV`` finds which
     commit a run's code was."""
 
-    def git(*args: str) -> str:
+    def git(*args: str) -> bytes:
         return subprocess.run(
-            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=True
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, check=True
         ).stdout
 
-    paths = [
-        p
-        for p in git("ls-tree", "-r", "--name-only", rev, *SOURCE_PACKAGES).split()
-        if p.endswith(".py")
-    ]
-    files = {
-        p: subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "show", f"{rev}:{p}"], capture_output=True, check=True
-        ).stdout
-        for p in paths
-    }
-    return source_sha256_of(files)
+    listed = git("ls-tree", "-r", "--name-only", rev, *SOURCE_PACKAGES).decode().split()
+    paths = [p for p in listed if p.endswith(".py")]
+    return source_sha256_of({p: git("show", f"{rev}:{p}") for p in paths})
 
 
 PACKAGES = ("torch", "numpy", "hydra-core", "omegaconf", "tokenizers", "triton", "megablocks")

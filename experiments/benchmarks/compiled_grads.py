@@ -75,54 +75,45 @@ def _patched(owner, attr: str, value) -> Iterator[None]:
         setattr(owner, attr, saved)
 
 
+def _two_max(scores_TE, k, dim=-1):
+    """torch.topk for k = 2 as two max-reductions (the top-1 router's reduction)."""
+    assert k == 2 and dim == -1
+    v1_T, i1_T = scores_TE.max(dim=-1)
+    rest_TE = scores_TE.scatter(-1, i1_T.unsqueeze(-1), float("-inf"))
+    v2_T, i2_T = rest_TE.max(dim=-1)
+    return torch.stack((v1_T, v2_T), -1), torch.stack((i1_T, i2_T), -1)
+
+
+def _patches(name: str) -> list[tuple[object, str, object]]:
+    """(owner, attribute, replacement) of each code variant."""
+    experts = native.native_experts
+
+    def detached(x_TD, experts_TK, weights_TK, counts_E, w):
+        return experts(x_TD, experts_TK, weights_TK.detach(), counts_E, w)
+
+    table = {
+        "experts_eager": [(native, "native_experts", torch.compiler.disable(experts))],
+        "router_eager": [(Router, "forward", torch.compiler.disable(Router.forward))],
+        "detach_weights": [(native, "native_experts", detached)],
+        "max_top2": [(torch, "topk", _two_max)],
+        "plain_index": [
+            (native._GatherTokens, "apply", lambda x, order, inverse, k: x[order // k]),
+            (native._Permute, "apply", lambda x, index, inverse: x[index]),
+        ],
+    }
+    if name not in table:
+        raise SystemExit(f"unknown variant {name!r}")
+    return table[name]
+
+
 @contextlib.contextmanager
 def variant(name: str | None) -> Iterator[None]:
     """The native backend with one piece swapped (restored on exit); models are built inside."""
-    if name is None or name in CONFIG_VARIANTS:
+    with contextlib.ExitStack() as stack:
+        if name is not None and name not in CONFIG_VARIANTS:
+            for owner, attr, value in _patches(name):
+                stack.enter_context(_patched(owner, attr, value))
         yield
-        return
-    experts = native.native_experts
-    if name == "experts_eager":
-        with _patched(native, "native_experts", torch.compiler.disable(experts)):
-            yield
-        return
-    if name == "router_eager":
-        with _patched(Router, "forward", torch.compiler.disable(Router.forward)):
-            yield
-        return
-    if name == "detach_weights":
-
-        def detached(x_TD, experts_TK, weights_TK, counts_E, w):
-            return experts(x_TD, experts_TK, weights_TK.detach(), counts_E, w)
-
-        with _patched(native, "native_experts", detached):
-            yield
-        return
-    if name == "max_top2":
-        topk = torch.topk
-
-        def two_max(scores_TE, k, dim=-1):
-            assert k == 2 and dim == -1
-            v1_T, i1_T = scores_TE.max(dim=-1)
-            rest_TE = scores_TE.scatter(-1, i1_T.unsqueeze(-1), float("-inf"))
-            v2_T, i2_T = rest_TE.max(dim=-1)
-            return torch.stack((v1_T, v2_T), -1), torch.stack((i1_T, i2_T), -1)
-
-        torch.topk = two_max  # type: ignore[assignment]
-        try:
-            yield
-        finally:
-            torch.topk = topk
-        return
-    if name != "plain_index":
-        raise SystemExit(f"unknown variant {name!r}")
-    saved = native._GatherTokens.apply, native._Permute.apply
-    native._GatherTokens.apply = lambda x, order, inverse, k: x[order // k]  # type: ignore
-    native._Permute.apply = lambda x, index, inverse: x[index]  # type: ignore
-    try:
-        yield
-    finally:
-        native._GatherTokens.apply, native._Permute.apply = saved  # type: ignore
 
 
 def grads_of_steps(model, idx, steps: int, graphs: bool) -> list[dict[str, torch.Tensor]]:
