@@ -69,12 +69,20 @@ def _route(router: Router, x_TD: torch.Tensor) -> Routing:
     return router(x_TD)
 
 
-# Top-k > 1 routes outside any compiled graph. With the router and the native experts compiled
-# into one graph, inductor's CUDA code gave top-2 models gradients 1e3-1e5 times the eager ones,
-# different at every step (torch 2.11, H200; both compile modes; the forward was exact): the
-# second study's gate arm could not train. Either one compiled alone matched eager, as did
-# top-1 in one graph (experiments/benchmarks/compiled_grads.py; docs/studies/study2/STATUS.md).
-_route_outside_the_graph = torch.compiler.disable(_route)
+def _route_in_its_own_graph(router: Router, x_TD: torch.Tensor) -> Routing:
+    """Top-k > 1: the router compiled, then a graph break, so the experts start another graph.
+
+    With the router and the native experts in one compiled graph, inductor's CUDA code gave
+    top-2 models gradients 1e3-1e5 times the eager ones, different at every step (torch 2.11,
+    H200; both compile modes; the forward was exact): the second study's gate arm could not
+    train. Either one left out of the graph matched eager, as does top-1 in one graph, and so
+    do the two compiled as separate graphs (relative error 0.023 in both modes, as top-1's;
+    experiments/benchmarks/compiled_grads.py, docs/studies/study2/STATUS.md). Separate graphs
+    cost one break per layer; the router eager (the first fix) cost its ~15 kernels launched
+    from Python and left out of the CUDA graphs as well. Eager, the break does nothing."""
+    routing = router(x_TD)
+    torch._dynamo.graph_break()
+    return routing
 
 
 class MoE(nn.Module):
@@ -136,7 +144,7 @@ class MoE(nn.Module):
 
     def forward(self, x_BSD: torch.Tensor) -> tuple[torch.Tensor, FFNAux]:
         x_TD = x_BSD.reshape(-1, x_BSD.shape[-1])
-        routing = (_route_outside_the_graph if self.router.top_k > 1 else _route)(self.router, x_TD)
+        routing = (_route_in_its_own_graph if self.router.top_k > 1 else _route)(self.router, x_TD)
         tokens_per_expert_E = count_tokens(routing.experts_TK, self.num_experts)
         y_TD = self._compute(
             x_TD, routing.experts_TK, routing.weights_TK, tokens_per_expert_E, self.weights

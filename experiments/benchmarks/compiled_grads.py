@@ -11,12 +11,13 @@ F = 4d, K = 1), keeps an eager copy, compiles the other as the trainer does
 graphs) and takes ``--steps`` training steps as ``Trainer.train_step`` does (a new CUDA-graph
 step, the forward under bf16 autocast, the backward of loss + aux), without updating the
 weights: every step's gradients should be the eager ones, to bf16 rounding. A VARIANT swaps one
-piece of the layer for a plainer one, to find the piece at fault: ``plain_index`` (the native
+piece of the layer for a plainer one, to find the piece at fault (``a+b`` applies both): ``plain_index`` (the native
 backend's gathers as plain autograd indexing instead of its custom autograd functions),
 ``max_top2`` (the router's top-2 as two max-reductions instead of ``torch.topk``),
 ``router_eager`` / ``experts_eager`` (the router / the native experts left out of the compiled
-graph), ``detach_weights`` (no gradient from the experts into the router weights),
-``no_renorm`` (top-2 weights not renormalised), ``no_aux`` (no load-balancing or z-loss).
+graph), ``one_graph`` (a top-k > 1 router compiled into the experts' graph, as before the fix;
+the layer now breaks the graph between them, models/moe.py: the diagnosis's cases add it),
+``detach_weights`` (no gradient from the experts into the router weights), ``no_renorm`` (top-2 weights not renormalised), ``no_aux`` (no load-balancing or z-loss).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from models import ModelConfig, MoEConfig, MoETransformer
+from models import ModelConfig, MoEConfig, MoETransformer, moe
 from models.backends import native
 from models.router import Router
 
@@ -40,10 +41,13 @@ DEFAULT_CASES = [
     "top1-graphs:1:reduce-overhead",
     "top2-default:2:default",
     "top2-graphs:2:reduce-overhead",
-    "top2-graphs-plain-index:2:reduce-overhead:plain_index",
-    "top2-graphs-max-top2:2:reduce-overhead:max_top2",
-    *(f"top2-{v}:2:default:{v}" for v in ("experts_eager", "router_eager", "detach_weights")),
-    *(f"top2-{v}:2:default:{v}" for v in ("no_renorm", "no_aux")),
+    # the fault and its diagnosis (docs/studies/study2/STATUS.md): router and experts in one graph
+    "top2-one-graph:2:default:one_graph",
+    "top2-one-graph-graphs:2:reduce-overhead:one_graph",
+    "top2-graphs-plain-index:2:reduce-overhead:one_graph+plain_index",
+    "top2-graphs-max-top2:2:reduce-overhead:one_graph+max_top2",
+    *(f"top2-{v}:2:default:one_graph+{v}" for v in ("experts_eager", "router_eager")),
+    *(f"top2-{v}:2:default:one_graph+{v}" for v in ("detach_weights", "no_renorm", "no_aux")),
 ]
 
 
@@ -95,6 +99,7 @@ def _patches(name: str) -> list[tuple[object, str, object]]:
         "experts_eager": [(native, "native_experts", torch.compiler.disable(experts))],
         "router_eager": [(Router, "forward", torch.compiler.disable(Router.forward))],
         "detach_weights": [(native, "native_experts", detached)],
+        "one_graph": [(moe, "_route_in_its_own_graph", moe._route)],
         "max_top2": [(torch, "topk", _two_max)],
         "plain_index": [
             (native._GatherTokens, "apply", lambda x, order, inverse, k: x[order // k]),
@@ -107,12 +112,13 @@ def _patches(name: str) -> list[tuple[object, str, object]]:
 
 
 @contextlib.contextmanager
-def variant(name: str | None) -> Iterator[None]:
-    """The native backend with one piece swapped (restored on exit); models are built inside."""
+def variant(names: list[str]) -> Iterator[None]:
+    """The native backend with pieces swapped (restored on exit); models are built inside."""
     with contextlib.ExitStack() as stack:
-        if name is not None and name not in CONFIG_VARIANTS:
-            for owner, attr, value in _patches(name):
-                stack.enter_context(_patched(owner, attr, value))
+        for name in names:
+            if name not in CONFIG_VARIANTS:
+                for owner, attr, value in _patches(name):
+                    stack.enter_context(_patched(owner, attr, value))
         yield
 
 
@@ -135,9 +141,10 @@ def compare(case: str, steps: int, batch: int = 64, device: str = "cuda") -> dic
     torch._dynamo.reset()
     torch.manual_seed(0)
     cfg = arm_config(int(k))
-    if rest and rest[0] in CONFIG_VARIANTS:
-        cfg = replace(cfg, moe=replace(cfg.moe, **CONFIG_VARIANTS[rest[0]]))
-    with variant(rest[0] if rest else None):
+    names = rest[0].split("+") if rest else []
+    for config_variant in set(names) & set(CONFIG_VARIANTS):
+        cfg = replace(cfg, moe=replace(cfg.moe, **CONFIG_VARIANTS[config_variant]))
+    with variant(names):
         eager = MoETransformer(cfg).to(device)
         compiled = copy.deepcopy(eager)
         compiled.compile_regions(mode)

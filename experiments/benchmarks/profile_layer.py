@@ -1,6 +1,9 @@
 """Where a backend's MoE layer spends its time: torch.profiler's CUDA kernel table, fwd+bwd.
 
-python -m experiments.benchmarks.profile_layer --backend native --experts 64 --top-k 8
+python -m experiments.benchmarks.profile_layer --backend native --experts 64 --top-k 8 [--compile]
+
+``--compile`` profiles the layer inside ``torch.compile`` (default mode: no CUDA graphs, so the
+profiler sees every kernel), as a training run executes it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--d-model", type=int, default=1024)
     ap.add_argument("--ffn", type=int, default=1024)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--rows", type=int, default=30)
     a = ap.parse_args()
     cfg = ModelConfig(
         d_model=a.d_model,
@@ -29,13 +34,16 @@ def main() -> None:
         d_ff=a.ffn,
         moe=MoEConfig(num_experts=a.experts, top_k=a.top_k, backend=a.backend),
     )
-    moe = MoE(cfg).cuda().to(torch.bfloat16)
+    moe = MoE(cfg).cuda()  # float32 weights under bf16 autocast, as training keeps them
     x = torch.randn(a.tokens, a.d_model, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     gy = torch.randn_like(x)
+    layer = torch.compile(moe) if a.compile else moe
 
     def step():
-        y, _ = moe(x)
-        y.backward(gy)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y, aux = layer(x)
+        # the router's losses take part, as in training
+        torch.autograd.backward([y, aux.aux_loss], [gy, torch.ones_like(aux.aux_loss)])
 
     for _ in range(5):
         step()
@@ -44,9 +52,10 @@ def main() -> None:
         for _ in range(10):
             step()
         torch.cuda.synchronize()
-    print(
-        prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
+    table = prof.key_averages().table(
+        sort_by="cuda_time_total", row_limit=a.rows, max_name_column_width=90
     )
+    print(table)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Where one training run's time goes, on the trainer's own path (prints a table).
 
-    python -m experiments.benchmarks.run_profile [--json OUT] [--no-profile] <overrides...>
+    python -m experiments.benchmarks.run_profile [--json OUT] [--no-profile] [--rows N] <overrides...>
 
 Builds the run's Trainer as ``experiments.train`` does, then times: setup (model, data,
 optimiser), the first steps (compilation, allocator growth), and steady steps (host time per
@@ -42,13 +42,15 @@ def scratch_trainer(tc, name: str, data, device) -> Trainer:
 
 def main(argv: list[str]) -> None:
     # Our own flags, then experiments.train overrides.
-    json_path, profile, overrides = None, True, []
+    json_path, profile, rows, overrides = None, True, 12, []
     args = iter(argv)
     for a in args:
         if a == "--json":
             json_path = next(args)
         elif a == "--no-profile":
             profile = False
+        elif a == "--rows":  # of the GPU table (under train.compile_mode=default, every kernel)
+            rows = int(next(args))
         else:
             overrides.append(a)
     tc = train_config(overrides)
@@ -126,7 +128,7 @@ def main(argv: list[str]) -> None:
         )
         print(
             prof.key_averages().table(
-                sort_by="self_cuda_time_total", row_limit=12, max_name_column_width=50
+                sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=90
             )
         )
 

@@ -150,9 +150,11 @@ def test_regional_compile_on_the_gpu_matches_eager():
         (out.loss + out.aux_loss).backward()
         losses.append(out.loss.detach().clone())
         compiled.zero_grad(set_to_none=True)
+    # Counted before the eager reference runs: on CUDA its experts compile their activation
+    # alone (native._fuse), a third graph that is not the compiled model's.
+    assert counters["stats"]["unique_graphs"] == 2
     with torch.autocast("cuda", dtype=torch.bfloat16):
         ref = eager(idx, idx).loss
-    assert counters["stats"]["unique_graphs"] == 2
     for loss in losses:
         assert abs(loss.item() - ref.item()) < 1e-2 * ref.item()
 

@@ -91,24 +91,35 @@ def test_evaluations_that_overlap_in_threads_leave_compilation_on():
     assert counters["stats"]["unique_graphs"] == 2
 
 
+@pytest.mark.skipif(
+    not hasattr(torch, "_grouped_mm"), reason="the native experts need torch._grouped_mm"
+)
 @pytest.mark.parametrize("top_k", [1, 2])
-def test_top_k_above_one_routes_outside_any_compiled_graph(top_k, monkeypatch):
-    """Compiled on a GPU with the experts in one graph, top-2 routing got gradients 1e3-1e5
-    times eager's (tests/models/test_gpu_backends.py, ...eager_gradients, checks the outcome
-    there). A CPU cannot show that fault, so here: a top-k > 1 layer routes through the
-    function that torch.compile must not trace, and top-1 does not."""
+def test_top_k_above_one_compiles_router_and_experts_as_separate_graphs(top_k, monkeypatch):
+    """Compiled on a GPU with the native experts in one graph, top-2 routing got gradients
+    1e3-1e5 times eager's (tests/models/test_gpu_backends.py, ...eager_gradients, checks the
+    outcome there); compiled as separate graphs, it matched. A CPU cannot show that fault, so
+    here: with the native experts (torch._grouped_mm runs on CPU too), no graph of a top-k > 1
+    model holds both the router's weights and the experts', and top-1's one graph does."""
     import models.moe as moe_module
+    from models.backends.native import native_experts
 
-    calls: list[int] = []
-    outside = moe_module._route_outside_the_graph
-    assert getattr(outside, "_torchdynamo_disable", False)  # what torch.compiler.disable marks
+    graphs: list[set[str]] = []
 
-    def spy(router, x_TD):
-        calls.append(router.top_k)
-        return outside(router, x_TD)
+    def recording_backend(gm, example_inputs):
+        graphs.append({n.name for n in gm.graph.nodes if n.op == "placeholder"})
+        return gm.forward  # run the traced graph as it is
 
-    monkeypatch.setattr(moe_module, "_route_outside_the_graph", spy)
+    torch._dynamo.reset()
     model = MoETransformer(small_config(MoEConfig(num_experts=4, top_k=top_k)))
+    for block in model.blocks:  # the backend's CPU check refuses native; its function runs here
+        monkeypatch.setattr(block.ffn, "_compute", native_experts)
+    model.compile_regions(backend=recording_backend)  # type: ignore[arg-type]
     idx = torch.randint(0, 50, (2, 12))
-    model(idx, idx)
-    assert calls == ([2, 2] if top_k == 2 else [])  # once per layer, two layers
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # grouped GEMMs take bf16 only
+        out = model(idx, idx)
+    (out.loss + out.aux_loss).backward()
+    holds = [(any("router" in n for n in g), any("w_in_ehd" in n for n in g)) for g in graphs]
+    assert any(router for router, _ in holds) and any(experts for _, experts in holds)
+    assert any(r and e for r, e in holds) == (top_k == 1), holds
+    assert moe_module._route_in_its_own_graph is not moe_module._route
