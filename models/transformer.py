@@ -100,7 +100,7 @@ class Block(nn.Module):
 
 @dataclass
 class LMOutput:
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # (B, S, V), only when no targets were given (see head)
     loss: torch.Tensor | None  # cross-entropy (nats/token), without auxiliary losses
     aux_loss: torch.Tensor  # sum over layers of the weighted router losses
     aux: list[FFNAux]
@@ -175,15 +175,19 @@ class MoETransformer(nn.Module):
 
     def head(
         self, x_BSD: torch.Tensor, targets_BS: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(logits, mean cross-entropy or None): final norm, unembedding, loss in float32."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Final norm and unembedding: (logits, None) without targets, (None, mean cross-entropy
+        in float32) with them. Training gets no logits: an output of the compiled head that the
+        loss does not use is handed a zero gradient by autograd, a logits-sized fill and add
+        every step (537 MB at 32,768 tokens x 8,192 tokens of vocabulary, ~3% of the second
+        study's d 192 step on the H200: docs/gpu-performance.md)."""
         logits_BSV = self.lm_head(self.norm(x_BSD))
-        loss = None
-        if targets_BS is not None:
-            loss = F.cross_entropy(
-                logits_BSV.float().view(-1, logits_BSV.shape[-1]), targets_BS.reshape(-1)
-            )
-        return logits_BSV, loss
+        if targets_BS is None:
+            return logits_BSV, None
+        loss = F.cross_entropy(
+            logits_BSV.float().view(-1, logits_BSV.shape[-1]), targets_BS.reshape(-1)
+        )
+        return None, loss
 
     def forward(self, idx_BS: torch.Tensor, targets_BS: torch.Tensor | None = None) -> LMOutput:
         x = self.tok_emb(idx_BS)

@@ -94,7 +94,9 @@ def evaluate(
     for idx in mine.split(batch):
         chunk = windows_NS1[idx % n].to(device)
         with autocast(device):
-            logits = model(chunk[:, :-1]).logits.float()
+            out = model(chunk[:, :-1])
+        assert out.logits is not None  # no targets: the model returns logits
+        logits = out.logits.float()
         nll = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2), chunk[:, 1:], reduction="none"
         )
