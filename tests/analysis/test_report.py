@@ -30,7 +30,7 @@ def test_report_on_a_sweep_table_fits_every_law_and_writes_every_figure(tmp_path
     table = tmp_path / "runs.csv"
     sweep_table().to_csv(table, index=False)
     out = tmp_path / "rep"
-    proc = _report(table, "--out", out, "--bootstrap", "30", "--inits", "32")
+    proc = _report(table, "--out", out, "--bootstrap", "20", "--inits", "8")
     assert proc.returncode == 0, proc.stderr
     fits = json.loads((out / "fits.json").read_text())
     groups = fits["isoflop"]["groups"]
