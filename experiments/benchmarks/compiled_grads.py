@@ -11,13 +11,14 @@ F = 4d, K = 1), keeps an eager copy, compiles the other as the trainer does
 graphs) and takes ``--steps`` training steps as ``Trainer.train_step`` does (a new CUDA-graph
 step, the forward under bf16 autocast, the backward of loss + aux), without updating the
 weights: every step's gradients should be the eager ones, to bf16 rounding. A VARIANT swaps one
-piece of the layer for a plainer one, to find the piece at fault (``a+b`` applies both): ``plain_index`` (the native
-backend's gathers as plain autograd indexing instead of its custom autograd functions),
-``max_top2`` (the router's top-2 as two max-reductions instead of ``torch.topk``),
-``router_eager`` / ``experts_eager`` (the router / the native experts left out of the compiled
-graph), ``one_graph`` (a top-k > 1 router compiled into the experts' graph, as before the fix;
-the layer now breaks the graph between them, models/moe.py: the diagnosis's cases add it),
-``detach_weights`` (no gradient from the experts into the router weights), ``no_renorm`` (top-2 weights not renormalised), ``no_aux`` (no load-balancing or z-loss).
+piece of the layer for a plainer one, to find the piece at fault (``a+b`` applies both):
+``plain_index`` (the native backend's gathers as plain autograd indexing instead of its custom
+autograd functions), ``max_top2`` (the router's top-2 as two max-reductions instead of
+``torch.topk``), ``router_eager`` / ``experts_eager`` (the router / the native experts left out
+of the compiled graph), ``one_graph`` (a top-k > 1 router compiled into the experts' graph, as
+before the fix; the layer now breaks the graph between them, models/moe.py: the diagnosis's
+cases add it), ``detach_weights`` (no gradient from the experts into the router weights),
+``no_renorm`` (top-2 weights not renormalised), ``no_aux`` (no load-balancing or z-loss).
 """
 
 from __future__ import annotations

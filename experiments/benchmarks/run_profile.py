@@ -1,6 +1,7 @@
 """Where one training run's time goes, on the trainer's own path (prints a table).
 
-    python -m experiments.benchmarks.run_profile [--json OUT] [--no-profile] [--rows N] <overrides...>
+    python -m experiments.benchmarks.run_profile [--json OUT] [--no-profile] [--rows N]
+        <overrides...>
 
 Builds the run's Trainer as ``experiments.train`` does, then times: setup (model, data,
 optimiser), the first steps (compilation, allocator growth), and steady steps (host time per
