@@ -32,6 +32,7 @@ import pandas as pd
 from analysis import compare_figures
 from analysis.collect import TableError, load_table
 from analysis.design import add_column_args, columns_from, group_budgets
+from analysis.effects import mean_with_t_interval
 from analysis.fit import percentile_interval
 from analysis.flops import CONVENTIONS
 from analysis.laws import LAWS, Columns
@@ -142,6 +143,42 @@ def _effect_records(analyses, shared) -> list[dict]:
         diff = estimate[(lbl, c, row)] - estimate[(first, c, row)]
         out.append(_record("effect", row, f"{lbl} − {first}", diff, interval, c, s))
     return out
+
+
+def _paired_records(analyses, shared, loss: str) -> list[dict]:
+    """Each later source minus the first, run against run at the same budget, sparsity, width,
+    seed and LR, with a t interval over the pairs: the contrast that needs no parabola (for
+    variants of one sweep, an ablation arm against the main one at its own sizes)."""
+    first, *rest = analyses
+    base = _points(analyses[first], first, shared, loss)
+    out = []
+    for lbl in rest:
+        mine = _points(analyses[lbl], lbl, shared, loss)
+        both = mine.index.intersection(base.index)
+        diffs = mine.loc[both] - base.loc[both]
+        for (c, s), d in diffs.groupby(level=[0, 1]):
+            e = mean_with_t_interval(d.to_numpy())
+            row = f"paired ΔL at matched width and seed, S={s:.4g}"
+            note = f"{e['pairs']} pairs"
+            out.append(_record("paired", row, f"{lbl} − {first}", e["mean"], e["ci"], c, s, note))
+    return out
+
+
+def _points(a: SourceAnalysis, lbl: str, shared, loss: str) -> pd.Series:
+    """A source's fitted runs' losses indexed by (common budget, sparsity, width, seed, LR):
+    one run each (the design refuses a point trained twice at one seed, and keeps a point's
+    best LR)."""
+    df = a.df
+    key = pd.MultiIndex.from_arrays(
+        [
+            [shared[(lbl, float(c))] for c in df["C"]],
+            df["sparsity"].round(6),
+            df["d_model"] if "d_model" in df else df["N_active"],
+            df["seed"] if "seed" in df else np.zeros(len(df)),
+            df["lr"] if "lr" in df else np.zeros(len(df)),
+        ]
+    )
+    return pd.Series(df[loss].to_numpy(), index=key)
 
 
 def _law_records(analyses) -> list[dict]:
@@ -275,6 +312,7 @@ def compare(
     records = (
         _isoflop_records(analyses, shared)
         + _effect_records(analyses, shared)
+        + _paired_records(analyses, shared, cols.loss)
         + _law_records(analyses)
     )
     text = render_table(records)

@@ -114,23 +114,24 @@ def _failed(tc, rid, kind: str, reason: str) -> RunSummary:
     return replace(RunSummary.planned(tc, rid), status="failed", failure_kind=kind, reason=reason)
 
 
-def execute(resolved: dict) -> dict:
-    """Run (or skip, or resume) the run this resolved config describes; return its summary."""
+def execute(resolved: dict, planned_id: str | None = None) -> dict:
+    """Run (or skip, or resume) the run this resolved config describes; return its summary.
+    ``planned_id``: the run id a sweep planned this config under (refused if it differs)."""
     tc = from_dict(resolved)
     d = dist_.init()
     try:
-        return _execute(tc, d)
+        return _execute(tc, d, planned_id)
     finally:
         # Every rank leaves the process group before the interpreter exits: gloo's threads abort
         # the process ("terminate called without an active exception") when it is left alive.
         dist_.close(d)
 
 
-def _execute(tc: TrainConfig, d: dist_.Dist) -> dict:
+def _execute(tc: TrainConfig, d: dist_.Dist, planned_id: str | None = None) -> dict:
     from experiments.data.dataset import check_lengths, open_dataset
     from experiments.distributed.devices import DeviceUnavailable, gpu_slot
     from experiments.trainer.health import TrainingFailed
-    from experiments.trainer.interrupts import Interrupted, Interrupts
+    from experiments.trainer.interrupts import Interrupted, Interrupts, sweep_stopping
     from experiments.trainer.loop import Trainer
     from models.backends import BackendUnavailable
 
@@ -147,6 +148,13 @@ def _execute(tc: TrainConfig, d: dist_.Dist) -> dict:
             f"{d.world} data-parallel ranks"
         )
     rid = run_id(tc.identity())
+    if planned_id is not None and rid != planned_id:
+        # Trained, it would land in another directory than the sweep looks in, and the sweep
+        # would plan it again at every invocation.
+        raise RunError(
+            f"planned run {planned_id} would train as {rid}: an override beside its planned "
+            "config changed what the sweep planned"
+        )
     rd = run_directory(tc, rid)
     skip = _open_run_dir(tc, rid, rd) if d.is_main else None
     skip = dist_.broadcast_object(skip, d)
@@ -159,6 +167,8 @@ def _execute(tc: TrainConfig, d: dist_.Dist) -> dict:
     summary, trainer = None, None
     try:
         with gpu_slot(tc.run.device, tc.run.gpu_slots, dist_.device_for(d)) as device:
+            if sweep_stopping():  # checked once the slot is ours: a run may wait long for it
+                return _not_started(d, rid)
             try:
                 data = open_dataset(tc.data)
                 check_lengths(data, tc.model.seq_len)
@@ -173,6 +183,8 @@ def _execute(tc: TrainConfig, d: dist_.Dist) -> dict:
                 f"params, S={trainer.acc.sparsity:.3f}, device {device} x{d.world}, backend "
                 f"{trainer.backend}{', compiled' if trainer.compiled else ''}: {rd.path}",
             )
+            if sweep_stopping():  # asked during the setup, before this run's handlers were in
+                return _not_started(d, rid)
             try:
                 with Interrupts() as interrupts:
                     summary = trainer.run(interrupts)
@@ -214,6 +226,11 @@ def _execute(tc: TrainConfig, d: dist_.Dist) -> dict:
     return summary.to_dict()
 
 
+def _not_started(d, rid: str) -> dict:
+    _say(d, f"[{rid}] not started: its sweep was asked to stop")
+    return {"run_id": rid, "status": "pending", "reason": "the sweep was stopped"}
+
+
 def _report(d, rid: str, rd: RunDir, s: RunSummary) -> None:
     if s.status == "failed":
         _say(d, f"[{rid}] FAILED: {s.reason}: {rd.path}")
@@ -239,6 +256,16 @@ def _free_memory() -> None:
         pass
 
 
+def _planned_id() -> str | None:
+    """The run id of the sweep's planned config this run was given (``+planned=<id>``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return HydraConfig.get().runtime.choices.get("planned")
+    except ValueError:
+        return None
+
+
 def _is_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -254,7 +281,7 @@ def main(cfg: DictConfig):
     from experiments.trainer.interrupts import Interrupted
 
     try:
-        summary = execute(resolve(cfg))
+        summary = execute(resolve(cfg), _planned_id())
     except (ConfigError, DataError, RunError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         if _is_multirun():  # a sweep keeps going; the sweep's status reports the failure

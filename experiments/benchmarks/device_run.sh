@@ -38,10 +38,13 @@ timed_sweep() {
   setsid python3 -m experiments.sweep sweep="$spec" hydra.sweep.dir="$dir" report=false \
     ${STUDY_ARGS:-} > "$OUT/$name.log" 2>&1 &
   local pid=$!
-  ( sleep "$seconds"; kill -INT -- "-$pid" 2>/dev/null ) &
+  # The timer's sleep is killed with it and writes nowhere: an orphaned sleep holding this
+  # script's stdout kept a piped call (| tail) waiting to the timer's end (2026-12-02: 390 s).
+  ( trap 'kill $nap 2>/dev/null; exit' TERM; sleep "$seconds" & nap=$!; wait $nap
+    kill -INT -- "-$pid" 2>/dev/null ) >/dev/null 2>&1 &
   local timer=$!
-  # The driver prints "sweep wall time" when it is done. On 2026-12-02 it then took 240 s more
-  # to exit, until the timer (device time for nothing): past 30 s after that line, kill it.
+  # The driver prints "sweep wall time" when it is done; should it not have exited 30 s later,
+  # it is killed (a guard: the one such wait seen was this timer's sleep, fixed above).
   local done_at=
   while kill -0 "$pid" 2>/dev/null; do
     if [[ -z $done_at ]] && grep -q "^sweep wall time" "$OUT/$name.log" 2>/dev/null; then done_at=$SECONDS; fi

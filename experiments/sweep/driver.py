@@ -147,11 +147,11 @@ def variant_values(spec: SweepSpec, planner_keys) -> dict:
 
 
 def write_plan(sweep_dir: SweepDir, spec: SweepSpec, runs: list[PlannedRun]) -> None:
-    group = sweep_dir.plan_configs / "planned"
-    group.mkdir(parents=True, exist_ok=True)
     for r in runs:
         text = "# @package _global_\n" + yaml.safe_dump(r.overrides, sort_keys=False)
-        (group / f"{r.run_id}.yaml").write_text(text)
+        path = sweep_dir.planned_config(r.run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     atomic_write_json(sweep_dir.plan, {"spec": asdict(spec), "runs": [asdict(r) for r in runs]})
 
 
@@ -355,6 +355,7 @@ def run_sweep(cfg: DictConfig) -> int:
             todo = finishing(sweep_dir, todo, work, cost, before, how.jobs, t0 + within)
             if not todo:
                 break
+        launched = (sweep_dir.steps_done(todo), sweep_dir.states(todo))
         t_launch = time.time()
         with mps_daemon(how.packed and cfg.mps) as mps_note:
             if how.packed:
@@ -369,6 +370,11 @@ def run_sweep(cfg: DictConfig) -> int:
         if code >= 128:  # the runs were interrupted by a signal: stop here as well
             print(format_status(sweep_dir.states(ids), names))
             return code
+        if (sweep_dir.steps_done(todo), sweep_dir.states(todo)) == launched:
+            # nothing trained and nothing changed (runs refused before training, say): another
+            # round would launch the same runs to the same end
+            print("a round trained nothing and changed no run: not launching it again")
+            break
         if not (note and note.startswith("LR tuning first")) and not spec.sizes.extend:
             break
     states = sweep_dir.states(ids)
@@ -385,7 +391,8 @@ def main(cfg: DictConfig) -> None:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    # On the H200 (2026-12-02) the driver once took 240 s to exit after its last line, cause
-    # unknown: should exiting take over 60 s, every thread's stack goes to stderr, to find it.
+    # Should exiting ever take over 60 s, every thread's stack goes to stderr. (The one such
+    # wait seen, 240 s on the H200 on 2026-12-02, turned out to be the device script's timer
+    # holding the call's pipe after the driver had exited.)
     faulthandler.dump_traceback_later(60, exit=False)
     sys.exit(code)

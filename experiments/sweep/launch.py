@@ -24,6 +24,7 @@ from experiments.sweep.plan import PlannedRun
 from experiments.sweep.slurm import FORWARDED_HYDRA
 from experiments.sweep.spec import SweepSpec
 from experiments.sweep.sweep_dir import RunWork, SweepDir
+from experiments.trainer.interrupts import SWEEP_STOP_FILE
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -132,6 +133,26 @@ def of_variants(todo: list[str], runs: list[PlannedRun], names: list[str]) -> li
     return [rid for rid in todo if rid in chosen]
 
 
+def unplanned(train: list[str], planned: list[dict]) -> list[str]:
+    """The sweep's train overrides less those a run's planned config sets.
+
+    The planner merges each run's values over the train overrides (an LR of ``sweep.lrs`` over
+    the train list's ``optim.lr``, a variant's value over the same key there), and names the
+    run by that config. On the child's command line an override would win over the planned
+    config (Hydra applies command-line overrides last), so the run would train another config
+    under another id than the plan's: the planner's values must be the only ones given."""
+    keys = {k for overrides in planned for k in _dotted(overrides)}
+    return [o for o in train if o.split("=", 1)[0].lstrip("+~") not in keys]
+
+
+def _dotted(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        out += _dotted(v, f"{key}.") if isinstance(v, dict) else [key]
+    return out
+
+
 def launch(
     sweep_dir: SweepDir,
     spec: SweepSpec,
@@ -152,7 +173,7 @@ def launch(
         str(sweep_dir.plan_configs),
         # quoted: a hex id such as 8e031234abcd would otherwise be read as a float
         "+planned=" + ",".join(f"'{rid}'" for rid in run_ids),
-        *spec.train,
+        *unplanned(spec.train, [sweep_dir.planned_overrides(rid) for rid in run_ids]),
         f"hydra.sweep.dir={sweep_dir.path}",
         f"run.root={sweep_dir.runs}",
         *(["run.retry_failed=true"] if retry_failed else []),
@@ -166,12 +187,17 @@ def launch(
     # The runs get a process group of their own, and every stop signal the driver receives
     # (Ctrl-C, SIGTERM, SIGHUP, SLURM's USR1/USR2) is passed to all of it: they save their
     # checkpoints and stop, and no orphaned multirun trains the rest of the sweep.
-    child = subprocess.Popen(cmd, env=os.environ | (env or {}), start_new_session=True)
+    stop_file = sweep_dir.path / f".stopping.{os.getpid()}"
+    stop_file.unlink(missing_ok=True)  # a killed driver's, whose pid this one reuses
+    env = (env or {}) | {SWEEP_STOP_FILE: str(stop_file.resolve())}
+    child = subprocess.Popen(cmd, env=os.environ | env, start_new_session=True)
 
     received: list[int] = []
 
     def forward(signum, frame):
         received.append(signum)
+        with contextlib.suppress(OSError):
+            stop_file.touch()  # before the signal: no queued run starts after it
         print(
             f"{signal.Signals(signum).name}: passed to the runs; waiting while they save "
             "their checkpoints",
@@ -187,6 +213,7 @@ def launch(
         for s, handler in previous.items():
             signal.signal(s, handler)
     _reap(child.pid, sweep_dir, run_ids)
+    stop_file.unlink(missing_ok=True)
     return 128 + received[0] if received else code
 
 

@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from experiments.files import read_json
 from experiments.record import CHECKPOINT, PROGRESS, SUMMARY, is_locked, read_jsonl
 
@@ -52,6 +54,13 @@ class SweepDir:
     @property
     def plan_configs(self) -> Path:
         return self.path / "plan"  # the multirun's --config-dir; configs in plan/planned/
+
+    def planned_config(self, run_id: str) -> Path:
+        return self.plan_configs / "planned" / f"{run_id}.yaml"
+
+    def planned_overrides(self, run_id: str) -> dict:
+        """What a run's planned config sets (the values the planner named the run by)."""
+        return yaml.safe_load(self.planned_config(run_id).read_text()) or {}
 
     @property
     def plan(self) -> Path:

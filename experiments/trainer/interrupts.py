@@ -17,6 +17,16 @@ import sys
 import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# Set by a sweep's driver for its runs: a file that exists once the sweep was asked to stop.
+# A queued run learns of the stop from it: a pool worker (joblib's) takes its next job after
+# the signal has come and gone, and would otherwise start a run nobody is waiting for.
+SWEEP_STOP_FILE = "MOE_SWEEP_STOP_FILE"
+
+
+def sweep_stopping() -> bool:
+    """Whether the sweep this run belongs to (if any) has been asked to stop."""
+    path = os.environ.get(SWEEP_STOP_FILE)
+    return bool(path) and os.path.exists(path)
 
 
 class Interrupted(Exception):

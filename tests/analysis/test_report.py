@@ -336,3 +336,11 @@ def test_variants_are_fitted_apart_and_compared_side_by_side(tmp_path):
     text = compare([tmp_path / "t" / "runs.csv"], [], Columns(), False, 50, None, by_variant=True)
     row = next(x for x in text.splitlines() if x.startswith("C=1e+19 S=0 L*"))
     assert row.count("[") == 2 and "intervals do not overlap" in row
+    # run against run at the same point: the planted +0.1, with a t interval over the sizes
+    out = tmp_path / "cmp"
+    compare([tmp_path / "t" / "runs.csv"], [], Columns(), False, 50, None, out=out, by_variant=True)
+    rows = pd.read_csv(out / "compare.csv")
+    paired = rows[rows["section"] == "paired"]
+    assert len(paired) == 4 and set(paired["source"]) == {"runs.csv:mla − runs.csv:mha"}
+    for _, r in paired.iterrows():
+        assert 0 < r["lo"] < 0.1 < r["hi"], (r["lo"], r["hi"])  # holds it, excludes zero
