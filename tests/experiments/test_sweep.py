@@ -271,6 +271,20 @@ def test_a_round_that_changes_no_run_is_not_launched_again(tmp_path):
     assert "1 failed" in out.stdout
 
 
+def _tiny_run(tmp_path, *args, env=None):
+    """experiments.train on a tiny byte-level config, runs under tmp_path/runs."""
+    cmd = [sys.executable, "-m", "experiments.train", *args, "data=sotu_bytes", "model.seq_len=32"]
+    return subprocess.run(
+        [*cmd, f"run.root={tmp_path / 'runs'}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
 def test_a_run_given_an_override_that_changes_its_planned_config_is_refused(tmp_path):
     """The guard behind the test above: a run whose config, with what the command line adds,
     is not the one its sweep planned (named by ``+planned=<id>``) stops before training."""
@@ -278,24 +292,7 @@ def test_a_run_given_an_override_that_changes_its_planned_config_is_refused(tmp_
     (tmp_path / "planned" / "a1b2c3d4e5f6.yaml").write_text(
         "# @package _global_\noptim:\n  lr: 0.001\n"
     )
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.train",
-            "--config-dir",
-            str(tmp_path),
-            "+planned='a1b2c3d4e5f6'",
-            "data=sotu_bytes",
-            "model.seq_len=32",
-            f"run.root={tmp_path / 'runs'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
+    out = _tiny_run(tmp_path, "--config-dir", str(tmp_path), "+planned='a1b2c3d4e5f6'")
     assert out.returncode == 2, out.stderr[-2000:]
     assert "planned run a1b2c3d4e5f6 would train as" in out.stderr
     assert not (tmp_path / "runs").exists()
@@ -357,23 +354,7 @@ def test_a_run_queued_behind_a_stopped_sweep_does_not_start(tmp_path):
 
     marker = tmp_path / ".stopping.1"
     marker.touch()
-    env = dict(os.environ, **{SWEEP_STOP_FILE: str(marker)})
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.train",
-            "data=sotu_bytes",
-            "model.seq_len=32",
-            f"run.root={tmp_path / 'runs'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    out = _tiny_run(tmp_path, env=dict(os.environ, **{SWEEP_STOP_FILE: str(marker)}))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "not started: its sweep was asked to stop" in out.stdout
     (run,) = (tmp_path / "runs").iterdir()
