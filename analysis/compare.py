@@ -151,9 +151,11 @@ def _paired_records(analyses, shared, loss: str) -> list[dict]:
     variants of one sweep, an ablation arm against the main one at its own sizes)."""
     first, *rest = analyses
     base = _points(analyses[first], first, shared, loss)
-    out = []
+    out: list[dict] = []
     for lbl in rest:
         mine = _points(analyses[lbl], lbl, shared, loss)
+        if base is None or mine is None:
+            continue
         both = mine.index.intersection(base.index)
         diffs = mine.loc[both] - base.loc[both]
         for (c, s), d in diffs.groupby(level=[0, 1]):
@@ -164,14 +166,16 @@ def _paired_records(analyses, shared, loss: str) -> list[dict]:
     return out
 
 
-def _points(a: SourceAnalysis, lbl: str, shared, loss: str) -> pd.Series:
+def _points(a: SourceAnalysis, lbl: str, shared, loss: str) -> pd.Series | None:
     """A source's fitted runs' losses indexed by (common budget, sparsity, width, seed, LR):
     one run each (the design refuses a point trained twice at one seed, and keeps a point's
-    best LR)."""
+    best LR). None for a table of no IsoFLOP budgets (a law's points alone)."""
     df = a.df
+    if a.iso is None or "C" not in df:
+        return None
     key = pd.MultiIndex.from_arrays(
         [
-            [shared[(lbl, float(c))] for c in df["C"]],
+            [shared.get((lbl, float(c)), float(c)) for c in df["C"]],
             df["sparsity"].round(6),
             df["d_model"] if "d_model" in df else df["N_active"],
             df["seed"] if "seed" in df else np.zeros(len(df)),

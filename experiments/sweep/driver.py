@@ -38,7 +38,15 @@ from experiments.record import run_id
 from experiments.sweep.branches import flops_summary, link_branches
 from experiments.sweep.deadline import finishing
 from experiments.sweep.edges import extended_plan
-from experiments.sweep.launch import gpus, launch, launch_order, launch_plan, of_variants, work_of
+from experiments.sweep.launch import (
+    gpus,
+    launch,
+    launch_order,
+    launch_plan,
+    of_variants,
+    state_every_planned_key,
+    work_of,
+)
 from experiments.sweep.lr_rule import MAX_LR_EXTENSIONS
 from experiments.sweep.mps import mps_daemon
 from experiments.sweep.plan import PlannedRun, format_table, plan
@@ -87,7 +95,7 @@ def make_plan(
     # Compose once, then merge each run's overrides on top: the same thing the child's
     # `+planned=<id>` (a @package _global_ config after _self_) does, at a fraction of the cost.
     base = compose("train", overrides=list(spec.train))
-    runs, configs = [], []
+    runs, configs, composed_by = [], [], []
     for variant, (values, shaped) in variant_values(spec, keys).items():
         # a variant's values ride in each of its runs' overrides (the planned config)
         with_variant = OmegaConf.merge(base, values)
@@ -101,6 +109,8 @@ def make_plan(
             r.overrides = OmegaConf.to_container(OmegaConf.merge(values, r.overrides))
         runs += mine
         configs += [compose_train(r.overrides) for r in mine]
+        composed_by += [with_variant] * len(mine)
+    state_every_planned_key(runs, composed_by)
     for r, tc in zip(runs, configs):
         r.run_id = run_id(tc.identity())
     link_branches(runs)

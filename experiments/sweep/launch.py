@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.sweep.plan import PlannedRun
 from experiments.sweep.slurm import FORWARDED_HYDRA
@@ -141,15 +141,31 @@ def unplanned(train: list[str], planned: list[dict]) -> list[str]:
     run by that config. On the child's command line an override would win over the planned
     config (Hydra applies command-line overrides last), so the run would train another config
     under another id than the plan's: the planner's values must be the only ones given."""
-    keys = {k for overrides in planned for k in _dotted(overrides)}
+    keys = {k for overrides in planned for k in dotted_keys(overrides)}
     return [o for o in train if o.split("=", 1)[0].lstrip("+~") not in keys]
 
 
-def _dotted(tree: dict, prefix: str = "") -> list[str]:
+def state_every_planned_key(runs: list[PlannedRun], composed: list) -> None:
+    """What any run's planned config sets leaves the child's command line (``unplanned``), so
+    every run's planned config states its own value of it: a variant's value for its runs, the
+    train list's for the others, whichever runs are launched together. ``composed``: each
+    run's config before its own overrides (the train list and its variant's values)."""
+    planned = {k for r in runs for k in dotted_keys(r.overrides)}
+    for r, cfg in zip(runs, composed):
+        missing = planned - set(dotted_keys(r.overrides))
+        if missing:
+            own = OmegaConf.create(r.overrides)
+            for k in sorted(missing):
+                OmegaConf.update(own, k, OmegaConf.select(cfg, k), force_add=True)
+            r.overrides = OmegaConf.to_container(own)
+
+
+def dotted_keys(tree: dict, prefix: str = "") -> list[str]:
+    """The leaves of nested overrides as dotted keys ({"optim": {"lr": 1}} -> ["optim.lr"])."""
     out = []
     for k, v in tree.items():
         key = f"{prefix}{k}"
-        out += _dotted(v, f"{key}.") if isinstance(v, dict) else [key]
+        out += dotted_keys(v, f"{key}.") if isinstance(v, dict) else [key]
     return out
 
 

@@ -228,47 +228,34 @@ def test_train_only_some_budgets_now(tmp_path):
 
 
 @pytest.mark.slow
-def test_runs_train_at_the_planned_lrs_when_the_train_list_sets_another(tmp_path):
+def test_runs_train_the_planned_values_when_the_train_list_sets_others(tmp_path):
     """`sweep.lrs` replaces the train list's optim.lr in the plan (conf/sweep/study2_lr.yaml
-    inherits its study's optim.lr=2e-3): the runs must train at the planned LRs, under the
-    planned ids. The command line once carried the train list's LR past the planned config:
-    both runs trained at it, as one id that the sweep never saw done."""
-    train = "['data=sotu_bytes','model.seq_len=32','train.batch_size=8','optim.lr=5e-3']"
+    inherits its study's optim.lr=2e-3), and a variant's value replaces the train list's for
+    its runs: every run must train the planned config, under the planned id. The command line
+    once carried the train list's LR past the planned config: both LRs trained at it, as one
+    id the sweep never saw done. Launched together, the variant's runs and the others each
+    keep their own eval_tokens."""
+    train = "['data=sotu_bytes','model.seq_len=32','train.batch_size=8','optim.lr=5e-3',"
+    train += "'train.eval_tokens=2048']"
     narrow = [
         "sweep.budgets=[1e10]",
         "sweep.sparsity.pairs=[[1,1]]",
         "sweep.sizes.count=1",
         "+sweep.lrs=[1e-3,3e-3]",
+        "+sweep.variants={plain:[],half_eval:['train.eval_tokens=1024']}",
         f"sweep.train={train}",
     ]
     out = _sweep(tmp_path, *narrow)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "2 runs: 2 done" in out.stdout
+    assert "4 runs: 4 done" in out.stdout
     planned = json.loads((tmp_path / "sw" / "plan.json").read_text())["runs"]
     summaries = [
         json.loads(p.read_text()) for p in (tmp_path / "sw" / "runs").glob("*/summary.json")
     ]
     assert {(s["run_id"], s["lr"]) for s in summaries} == {(r["run_id"], r["lr"]) for r in planned}
-    assert sorted(s["lr"] for s in summaries) == [1e-3, 3e-3]
-
-
-@pytest.mark.slow
-def test_a_round_that_changes_no_run_is_not_launched_again(tmp_path):
-    """With sizes.extend the driver plans round after round; runs that cannot start (here: a
-    GPU asked for on a machine without one, a setup failure retried at every launch) end the
-    second round as the first left them, and the driver stops instead of relaunching them."""
-    out = _sweep(
-        tmp_path,
-        "sweep.budgets=[1e10]",
-        "sweep.sparsity.pairs=[[1,1]]",
-        "sweep.sizes.count=1",
-        "+sweep.sizes.extend=2",
-        "train_overrides=['run.device=cuda']",
-    )
-    assert out.returncode == 1
-    assert out.stdout.count("launching 1 runs") == 2, out.stdout[-3000:]
-    assert "a round trained nothing and changed no run" in out.stdout
-    assert "1 failed" in out.stdout
+    assert sorted(s["lr"] for s in summaries) == [1e-3, 1e-3, 3e-3, 3e-3]
+    eval_tokens = {"plain": 2048, "half_eval": 1024}
+    assert all(s["eval_tokens"] == eval_tokens[s["variant"]] for s in summaries)
 
 
 def _tiny_run(tmp_path, *args, env=None):
