@@ -51,13 +51,13 @@ def test_branch_plans_are_refused_where_they_would_not_be_exact():
 
 def test_cosine_controls_add_the_cosine_run_of_every_point_at_their_budget():
     spec = _spec("micro_branches", schedule={"kind": "wsd_branches", "cosine_controls": [2e9]})
-    plan = _plan(spec)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        plan, configs = make_plan(spec)
     controls = [r for r in plan if r.role == "control"]
     at = [r for r in plan if r.budget == 2e9 and r.role != "control"]
     assert len(controls) == len(at) and all(r.budget == 2e9 for r in controls)
-    assert all(
-        "optim" not in r.overrides or "schedule" not in r.overrides["optim"] for r in controls
-    )
+    schedule = {r.role: tc.optim.schedule for r, tc in zip(plan, configs)}
+    assert schedule["control"] == "cosine" and schedule["branch"] == "wsd"
     assert plan.index(next(r for r in plan if r.role == "branch")) > max(
         i for i, r in enumerate(plan) if r.role == "trunk"
     )  # trunks are launched before any branch
