@@ -365,7 +365,7 @@ def run_sweep(cfg: DictConfig) -> int:
             todo = finishing(sweep_dir, todo, work, cost, before, how.jobs, t0 + within)
             if not todo:
                 break
-        launched = (sweep_dir.steps_done(todo), sweep_dir.states(todo))
+        launched = ({r: before[r] for r in todo}, {r: states[r] for r in todo})
         t_launch = time.time()
         with mps_daemon(how.packed and cfg.mps) as mps_note:
             if how.packed:
