@@ -130,8 +130,7 @@ def execute(resolved: dict, planned_id: str | None = None) -> dict:
 def _execute(tc: TrainConfig, d: dist_.Dist, planned_id: str | None = None) -> dict:
     from experiments.data.dataset import check_lengths, open_dataset
     from experiments.distributed.devices import DeviceUnavailable, gpu_slot
-    from experiments.trainer.health import TrainingFailed
-    from experiments.trainer.interrupts import Interrupted, Interrupts, sweep_stopping
+    from experiments.trainer.interrupts import sweep_stopping
     from experiments.trainer.loop import Trainer
     from models.backends import BackendUnavailable
 
@@ -164,7 +163,7 @@ def _execute(tc: TrainConfig, d: dist_.Dist, planned_id: str | None = None) -> d
         import torch
 
         torch.set_num_threads(tc.run.threads)
-    summary, trainer = None, None
+    setup_failure, trainer = None, None
     try:
         with gpu_slot(tc.run.device, tc.run.gpu_slots, dist_.device_for(d)) as device:
             if sweep_stopping():  # checked once the slot is ours: a run may wait long for it
@@ -174,7 +173,7 @@ def _execute(tc: TrainConfig, d: dist_.Dist, planned_id: str | None = None) -> d
                 check_lengths(data, tc.model.seq_len)
                 trainer = Trainer(tc, rid, rd, data, device, d)
             except (DataError, ValueError, BackendUnavailable, RuntimeError, LocksUnsupported) as e:
-                summary = _failed(tc, rid, "setup", f"setup: {e}")
+                setup_failure = _failed(tc, rid, "setup", f"setup: {e}")
                 raise RunError(f"[{rid}] {e}") from None
             _say(
                 d,
@@ -185,45 +184,62 @@ def _execute(tc: TrainConfig, d: dist_.Dist, planned_id: str | None = None) -> d
             )
             if sweep_stopping():  # asked during the setup, before this run's handlers were in
                 return _not_started(d, rid)
-            try:
-                with Interrupts() as interrupts:
-                    summary = trainer.run(interrupts)
-            except TrainingFailed as e:
-                summary = trainer.summary("failed", str(e))
-                summary.failure_kind = "training"
-                if e.restart and d.is_main:  # set aside, never deleted: a retry starts afresh
-                    trainer.ckpt.wait()
-                    if rd.checkpoint.exists():
-                        rd.checkpoint.rename(rd.path / SET_ASIDE_CHECKPOINT)
-            except Interrupted as e:
-                summary = e.summary
-                raise
-            except Exception as e:  # OOM, kernel errors...: record why, never lose the run
-                if dist_.lost_peer(e, d):  # not a failure: the rerun resumes
-                    why = str(e).strip().splitlines()[0][:200]
-                    summary = trainer.summary(
-                        "interrupted",
-                        f"lost a rank at step {trainer.state.step} ({why}); rerun to resume "
-                        f"from the checkpoint at step {trainer.checkpointed_step}",
-                    )
-                else:
-                    summary = trainer.summary("failed", f"{type(e).__name__}: {e}")
-                    summary.failure_kind = "training"
-                    traceback.print_exc()
+            summary = _train_and_record(trainer, d, rd)
     except DeviceUnavailable as e:  # a setup failure too: retried on the next run
-        summary = _failed(tc, rid, "setup", f"setup: {e}")
+        setup_failure = _failed(tc, rid, "setup", f"setup: {e}")
         raise RunError(f"[{rid}] {e}") from None
     finally:
-        if summary is not None and d.is_main:
-            rd.write_summary(summary)
-            if trainer is not None:
-                trainer.callbacks.finish(trainer, summary)
+        if setup_failure is not None and d.is_main:
+            rd.write_summary(setup_failure)
         if d.is_main:
             rd.release()
         del trainer
         _free_memory()
     _report(d, rid, rd, summary)
     return summary.to_dict()
+
+
+def _train_and_record(trainer, d: dist_.Dist, rd: RunDir) -> RunSummary:
+    """Train, then write the run's record, with the stop signals ours until it is written.
+
+    A signal that comes while the record is being written acts once it is written: torchrun
+    sends SIGTERM to the ranks left when one is lost, and under the default action rank 0
+    died before recording that it had lost a rank (a resumable run, not a failure).
+    """
+    from experiments.trainer.health import TrainingFailed
+    from experiments.trainer.interrupts import Interrupted, Interrupts
+
+    summary = None
+    with Interrupts() as interrupts:
+        try:
+            summary = trainer.run(interrupts)
+        except TrainingFailed as e:
+            summary = trainer.summary("failed", str(e))
+            summary.failure_kind = "training"
+            if e.restart and d.is_main:  # set aside, never deleted: a retry starts afresh
+                trainer.ckpt.wait()
+                if rd.checkpoint.exists():
+                    rd.checkpoint.rename(rd.path / SET_ASIDE_CHECKPOINT)
+        except Interrupted as e:
+            summary = e.summary
+            raise
+        except Exception as e:  # OOM, kernel errors...: record why, never lose the run
+            if dist_.lost_peer(e, d):  # not a failure: the rerun resumes
+                why = str(e).strip().splitlines()[0][:200]
+                summary = trainer.summary(
+                    "interrupted",
+                    f"lost a rank at step {trainer.state.step} ({why}); rerun to resume "
+                    f"from the checkpoint at step {trainer.checkpointed_step}",
+                )
+            else:
+                summary = trainer.summary("failed", f"{type(e).__name__}: {e}")
+                summary.failure_kind = "training"
+                traceback.print_exc()
+        finally:
+            if summary is not None and d.is_main:
+                rd.write_summary(summary)
+                trainer.callbacks.finish(trainer, summary)
+    return summary
 
 
 def _not_started(d, rid: str) -> dict:

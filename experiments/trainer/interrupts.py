@@ -4,6 +4,8 @@ pre-emption: the presets ask for ``USR2@120``) become a request to stop cleanly.
 Inside ``Interrupts()`` the first signal only sets ``requested``: the training loop finishes
 its step, writes a checkpoint and an ``interrupted`` record, and exits with one line. A second
 signal exits at once (the last checkpoint stays valid: checkpoints are renamed into place).
+A signal the loop did not act on (it came as the run ended) is raised again on leaving, after
+the record is written.
 A handler that was installed before (submitit's, which requeues the job on USR2) is called
 once the run is saved and recorded (``Interrupted.chain``), so the scheduler still does its
 part.
@@ -82,3 +84,7 @@ class Interrupts:
             signal.signal(s, handler)
         if isinstance(exc, Interrupted):
             exc.previous = self._previous.get(exc.signum)
+        elif self.requested is not None:
+            # It came after the loop's last look (the run ended or failed meanwhile, and its
+            # record is written): it does now what it would have done without us.
+            signal.raise_signal(self.requested)

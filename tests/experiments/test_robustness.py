@@ -332,6 +332,29 @@ def test_a_schedulers_handler_runs_after_the_run_is_saved():
         signal.signal(signal.SIGUSR2, previous)
 
 
+def test_a_signal_while_the_record_is_written_acts_once_it_is_written(tmp_path, monkeypatch):
+    """torchrun SIGTERMs the ranks left when one is lost, while rank 0 writes that it lost a
+    rank: under the default action rank 0 died with no record (CI, 2026-12-02). The signal now
+    waits for the record, then does what it would have done (here: a scheduler's handler)."""
+    written = []
+    seen = []
+    record = RunDir.write_summary
+
+    def write_summary(rd, summary):
+        os.kill(os.getpid(), signal.SIGTERM)
+        record(rd, summary)
+        written.append(rd.summary.exists())
+
+    monkeypatch.setattr(RunDir, "write_summary", write_summary)
+    previous = signal.signal(signal.SIGTERM, lambda s, f: seen.append(written[:]))
+    try:
+        s = execute(tiny_config(tmp_path, *MOE, "budget.flops=2e9"))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert s["status"] == "done" and written == [True]
+    assert seen == [[True]]  # once, and after the record was written
+
+
 @pytest.mark.slow
 def test_retrying_a_failed_run_keeps_what_it_trained(tmp_path, capsys):
     """retry_failed resumes from the failed run's last checkpoint; the failure is kept."""
