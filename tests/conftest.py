@@ -1,4 +1,16 @@
+import os
+
 import pytest
+
+# Each xdist worker trains on one thread (its subprocesses too: they inherit the variable); the
+# workers fill the cores. Set before any test imports torch, which reads it once.
+MAX_WORKERS = 8  # each worker holds torch (~0.5 GB) and may start torchrun's 3 processes
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def pytest_xdist_auto_num_workers(config):
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -71,7 +71,7 @@ for step in "$@"; do
   case $step in
     tests|tests:*)
       target=tests; [[ $step == tests:* ]] && target=${step#tests:}
-      python3 -m pytest -q -m gpu $target -p no:cacheprovider 2>&1 | tee -a "$OUT/gpu_tests.log" \
+      python3 -m pytest -q -n 0 -m gpu $target -p no:cacheprovider 2>&1 | tee -a "$OUT/gpu_tests.log" \
         | tail -30 ;;
     bench:*)
       python3 -m experiments.benchmarks.sweep_bench --configs "${step#bench:}" \
@@ -79,7 +79,7 @@ for step in "$@"; do
       tar czf "$OUT/bench_logs.tgz" -C /tmp/bench --exclude='*.bin' . 2>/dev/null ;;
     multigpu)
       n=$(nvidia-smi -L | wc -l)
-      python3 -m pytest -q -m gpu tests/experiments/test_scaleout.py -p no:cacheprovider 2>&1 \
+      python3 -m pytest -q -n 0 -m gpu tests/experiments/test_scaleout.py -p no:cacheprovider 2>&1 \
         | tee -a "$OUT/gpu_tests.log" | tail -5
       scale() { python3 -m experiments.benchmarks.scaling --steps 300 "$@" 2>&1 | tail -8; }
       for moe in "moe=e8k1" "moe=e64k8"; do
