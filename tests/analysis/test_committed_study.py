@@ -50,3 +50,16 @@ def test_the_second_studys_table_is_every_run_record(tmp_path):
     assert set(table["variant"]) == {"top1", "g2renorm"}
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "none.csv")]) == 2
+
+
+def test_the_second_studys_verdict_is_what_its_runs_give():
+    """docs/studies/study2/verdict/ (the README's verdict) is `python -m analysis.verdict` of
+    the committed run records under the committed reading."""
+    from analysis.verdict import Reading, evaluate
+
+    study2 = STUDY.parent / "study2"
+    new = evaluate(study2 / "runs", Reading.load(study2 / "reading.json"))
+    old = json.loads((study2 / "verdict" / "verdict.json").read_text())
+    assert (new["verdict"], new["why"]) == (old["verdict"], old["why"])
+    assert [c["detail"] for c in new["conditions"]] == [c["detail"] for c in old["conditions"]]
+    assert new["primary"]["estimate"] == pytest.approx(old["primary"]["estimate"], abs=1e-9)
