@@ -10,6 +10,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_xdist_auto_num_workers(config):
+    try:
+        import torch
+
+        if torch.cuda.is_available():  # GPU tests share the device and time it: one at a time
+            return 1
+    except ImportError:
+        pass
     return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
