@@ -87,28 +87,29 @@ def _sweep(tmp_path, *args, name="micro"):
 
 @pytest.mark.slow
 def test_micro_sweep_goes_past_a_failed_run_retries_it_then_trains_nothing(tmp_path):
-    """The micro sweep's first budget (6 runs; `budgets=[1e10]`): a run whose directory holds a
+    """The micro sweep's first budget, dense only (3 runs): a run whose directory holds a
     corrupt checkpoint fails and the sweep goes on; status says so; retry_failed trains it; a
     further invocation trains nothing."""
-    now = "budgets=[1e10]"
-    plan = [r for r in _plan(_spec("micro")) if r.budget == 1e10]  # the ids the sweep plans
+    now = ("budgets=[1e10]", "sweep.sparsity.pairs=[[1,1]]")
+    spec = _spec("micro", sparsity={"pairs": [[1, 1]]})
+    plan = [r for r in _plan(spec) if r.budget == 1e10]  # the ids the sweep plans
     victim = plan[2]
     (tmp_path / "sw" / "runs" / victim.run_id).mkdir(parents=True)
     (tmp_path / "sw" / "runs" / victim.run_id / "checkpoint.pt").write_bytes(b"corrupt checkpoint")
-    out = _sweep(tmp_path, now)
+    out = _sweep(tmp_path, *now)
     assert out.returncode == 1
-    assert "5 done" in out.stdout and "1 failed" in out.stdout
+    assert "2 done" in out.stdout and "1 failed" in out.stdout
     assert f"FAILED {victim.name} ({victim.run_id})" in out.stdout
-    status = _sweep(tmp_path, now, "action=status")
+    status = _sweep(tmp_path, *now, "action=status")
     assert "1 failed" in status.stdout
-    retried = _sweep(tmp_path, now, "retry_failed=true")
-    assert retried.returncode == 0 and "6 runs: 6 done" in retried.stdout
+    retried = _sweep(tmp_path, *now, "retry_failed=true")
+    assert retried.returncode == 0 and "3 runs: 3 done" in retried.stdout
     summaries = [
         json.loads(p.read_text()) for p in (tmp_path / "sw" / "runs").glob("*/summary.json")
     ]
-    assert len(summaries) == 6 and {s["sweep"] for s in summaries} == {"micro"}
+    assert len(summaries) == 3 and {s["sweep"] for s in summaries} == {"micro"}
     assert {s["run_id"] for s in summaries} == {r.run_id for r in plan}
-    second = _sweep(tmp_path, now)
+    second = _sweep(tmp_path, *now)
     assert second.returncode == 0
     assert "nothing to train" in second.stdout and "launching" not in second.stdout
 
