@@ -1,8 +1,11 @@
 """A study's preregistered reading, evaluated from its runs: supported, rejected or inconclusive,
 and which condition decided it.
 
-    python -m analysis.verdict docs/studies/study2/runs --reading docs/studies/study2/reading.json \
-        --out docs/studies/study2/verdict
+    python -m analysis.verdict docs/studies/study2/runs [MORE_RUNS...] \
+        --reading docs/studies/study2/reading.json --out docs/studies/study2/verdict
+
+Several sources are read as one table: keep a check's runs (the LR check's) in a folder of their
+own, so that the study's report, which keeps the best LR per point, never sees them.
 
 The reading (a JSON file; the defaults below are the second study's, docs/studies/study2/PLAN.md)
 names the endpoint, Delta = L*(sparse) - L*(dense), at a primary and a secondary budget, and the
@@ -260,9 +263,12 @@ def _delta_text(e: dict) -> str:
     return text
 
 
-def evaluate(source, reading: Reading) -> dict:
-    """The verdict of the runs in ``source`` (a runs table or a sweep's runs folder)."""
-    table, _ = load_table(source)
+def evaluate(sources, reading: Reading) -> dict:
+    """The verdict of the runs in ``sources`` (runs tables or sweeps' runs folders; one, or a
+    list read as one table)."""
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    table = pd.concat([load_table(s)[0] for s in sources], ignore_index=True)
+    source = ", ".join(map(str, sources))
     if "variant" not in table:
         table["variant"] = reading.variant
     table["variant"] = table["variant"].fillna(reading.variant or "")
@@ -272,9 +278,7 @@ def evaluate(source, reading: Reading) -> dict:
     main_table = grid[grid["variant"] == reading.variant] if reading.variant else grid
     if main_table.empty:
         raise TableError(f"no run of the main arm ({reading.variant}) in {source}")
-    main = analyse_source(
-        str(source), (), Columns(), n_boot=reading.n_boot, loaded=(main_table, [])
-    )
+    main = analyse_source(source, (), Columns(), n_boot=reading.n_boot, loaded=(main_table, []))
     primary = _effect(main, reading.primary_budget, reading.sparse)
     secondary = _effect(main, reading.secondary_budget, reading.sparse)
     for e, b in ((primary, reading.primary_budget), (secondary, reading.secondary_budget)):
@@ -292,7 +296,7 @@ def evaluate(source, reading: Reading) -> dict:
     ]
     verdict, why = _decide(conditions, primary, secondary, reading)
     return {
-        "source": str(source),
+        "source": source,
         "reading": asdict(reading),
         "primary": primary,
         "secondary": secondary,
@@ -355,12 +359,14 @@ def render(v: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("source", help="a runs table (csv/parquet) or a sweep's runs folder")
+    ap.add_argument(
+        "sources", nargs="+", help="runs tables (csv/parquet) or sweeps' runs folders: one table"
+    )
     ap.add_argument("--reading", type=Path, help="the plan's reading (JSON); default: study 2's")
     ap.add_argument("--out", type=Path, help="write verdict.json and verdict.md here")
     a = ap.parse_args(argv)
     try:
-        v = evaluate(a.source, Reading.load(a.reading))
+        v = evaluate(a.sources, Reading.load(a.reading))
     except (TableError, TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

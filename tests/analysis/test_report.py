@@ -243,7 +243,7 @@ def test_analysis_runs_without_torch():
         "        if name.split('.')[0] == 'torch': raise ImportError('no torch here')\n"
         "sys.meta_path.insert(0, Refuse())\n"
         "import analysis.report, analysis.compare, analysis.collect, analysis.figures\n"
-        "import analysis.coverage, analysis.effects, analysis.noise\n"
+        "import analysis.coverage, analysis.effects, analysis.noise, analysis.verdict\n"
         "assert 'torch' not in sys.modules\n"
         "print('ok')"
     )

@@ -142,6 +142,16 @@ def test_a_group_lowest_at_its_edge_is_censored_and_not_bracketed(tmp_path):
     assert _states(v)["bracketed"] == "failed" and v["verdict"] == "inconclusive"
 
 
+def test_check_runs_may_come_from_a_folder_of_their_own(tmp_path):
+    table = study_table(tmp_path, lr_gain=0.03)
+    checks = table["sweep"] == "study2_lr"
+    table[~checks].to_csv(tmp_path / "grid.csv", index=False)
+    table[checks].to_csv(tmp_path / "lr.csv", index=False)
+    v = evaluate([tmp_path / "grid.csv", tmp_path / "lr.csv"], READING)
+    assert _states(v)["LR check"] == "failed" and "4 pairs" in v["conditions"][5]["detail"]
+    assert _states(evaluate(tmp_path / "grid.csv", READING))["LR check"] == "missing"
+
+
 def test_missing_check_runs_are_said_missing(tmp_path, capsys):
     table = study_table(tmp_path)
     table[table["sweep"] == "study2"].to_csv(tmp_path / "runs.csv", index=False)
