@@ -81,6 +81,13 @@ class Reading:
         unknown = sorted(set(data) - known)
         if unknown:
             raise TableError(f"{path}: unknown reading keys {unknown} (known: {sorted(known)})")
+        for f in fields(cls):
+            value, default = data.get(f.name), getattr(cls(), f.name)
+            if f.name not in data or (value is None and "None" in str(f.type)):
+                continue
+            numeric = isinstance(default, (int, float)) and not isinstance(value, bool)
+            if not (isinstance(value, (int, float)) if numeric else isinstance(value, str)):
+                raise TableError(f"{path}: {f.name}={value!r} is not a {type(default).__name__}")
         return cls(**data)
 
 

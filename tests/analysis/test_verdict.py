@@ -179,3 +179,10 @@ def test_an_unknown_reading_key_is_refused_with_one_line(tmp_path, capsys):
     study_table(tmp_path).to_csv(tmp_path / "runs.csv", index=False)
     assert main([str(tmp_path / "runs.csv"), "--reading", str(tmp_path / "reading.json")]) == 2
     assert "unknown reading keys ['primary']" in capsys.readouterr().err
+
+
+def test_a_reading_value_of_the_wrong_type_is_refused_with_one_line(tmp_path, capsys):
+    (tmp_path / "reading.json").write_text(json.dumps({"primary_budget": "6e15"}))
+    study_table(tmp_path).to_csv(tmp_path / "runs.csv", index=False)
+    assert main([str(tmp_path / "runs.csv"), "--reading", str(tmp_path / "reading.json")]) == 2
+    assert "primary_budget='6e15' is not a float" in capsys.readouterr().err
