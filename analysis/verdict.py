@@ -82,7 +82,7 @@ class Reading:
         if unknown:
             raise TableError(f"{path}: unknown reading keys {unknown} (known: {sorted(known)})")
         for f in fields(cls):
-            value, default = data.get(f.name), getattr(cls(), f.name)
+            value, default = data.get(f.name), f.default
             if f.name not in data or (value is None and "None" in str(f.type)):
                 continue
             numeric = isinstance(default, (int, float)) and not isinstance(value, bool)
@@ -100,26 +100,24 @@ def _condition(name: str, state: str, detail: str, **numbers) -> dict:
 
 
 def _effect(a: SourceAnalysis, budget: float, sparse: float) -> dict | None:
-    """{estimate, ci, censored} of Delta at a budget, or None where the table cannot give it."""
-    if a.iso is None:
-        return None
+    """{estimate, ci, censored, paired} of Delta at a budget, or None where the table cannot
+    give it (``paired``: the contrast at matched width and seed, analysis/effects.py)."""
     key = f"{sparse:.4f}"
-    for b, e in a.iso.effects.items():
+    for b, e in (a.iso.effects if a.iso else {}).items():
         if not _close(float(b), budget):
             continue
+        paired = (e.get("paired") or {}).get(key)
         if key in (e.get("vs_dense") or {}):
             d = e["vs_dense"][key]
-            return {"estimate": d["delta"], "ci": d["ci"], "censored": False}
+            return {"estimate": d["delta"], "ci": d["ci"], "censored": False, "paired": paired}
         if key in (e.get("vs_dense_bound") or {}):
             d = e["vs_dense_bound"][key]
-            return {"estimate": d["delta_at_most"], "ci": d["ci"], "censored": True}
-    return None
-
-
-def _paired(a: SourceAnalysis, budget: float, sparse: float) -> dict | None:
-    for b, e in (a.iso.effects if a.iso else {}).items():
-        if _close(float(b), budget):
-            return (e.get("paired") or {}).get(f"{sparse:.4f}")
+            return {
+                "estimate": d["delta_at_most"],
+                "ci": d["ci"],
+                "censored": True,
+                "paired": paired,
+            }
     return None
 
 
@@ -185,13 +183,18 @@ def _early_phase(a: SourceAnalysis, r: Reading) -> dict:
     )
 
 
+def _done_at(table: pd.DataFrame, sweep: str | None, budget: float) -> pd.DataFrame:
+    """The finished runs of one sweep at one budget."""
+    done = table[(table["sweep"] == sweep) & (table["status"] == "done")]
+    return done[[_close(float(c), budget) for c in done["budget_flops"]]]
+
+
 def _lr_check(table: pd.DataFrame, a: SourceAnalysis, r: Reading) -> dict:
     if r.lr_check_sweep is None:
         return _condition("LR check", MET, "the reading has none")
     if "sweep" not in table:
         return _condition("LR check", MISSING, "the table has no sweep column")
-    checks = table[(table["sweep"] == r.lr_check_sweep) & (table["status"] == "done")]
-    checks = checks[[_close(float(c), r.primary_budget) for c in checks["budget_flops"]]]
+    checks = _done_at(table, r.lr_check_sweep, r.primary_budget)
     if checks.empty:
         return _condition(
             "LR check", MISSING, f"no run of {r.lr_check_sweep} at the primary budget"
@@ -205,8 +208,7 @@ def _lr_check(table: pd.DataFrame, a: SourceAnalysis, r: Reading) -> dict:
     if sigma is None:
         return _condition("LR check", MISSING, "no seed sigma at the primary budget")
     key = ["variant", "sparsity", "d_model", "seed"]
-    grid = table[(table["sweep"] == r.main_sweep) & (table["status"] == "done")]
-    grid = grid[[_close(float(c), r.primary_budget) for c in grid["budget_flops"]]]
+    grid = _done_at(table, r.main_sweep, r.primary_budget)
     pairs = checks.merge(grid, on=key, suffixes=("", "_planned"))
     if pairs.empty:
         return _condition("LR check", MISSING, "no check run has its planned run in the grid")
@@ -238,7 +240,6 @@ def _gate(table: pd.DataFrame, main: SourceAnalysis, r: Reading, sign: float) ->
         e = _effect(a, budget, r.sparse)
         if e is None:
             continue
-        e["paired"] = _paired(a, budget, r.sparse)
         readings[f"{budget:.2g}"] = e
         if _opposite(e, sign):
             flipped.append(f"{budget:.2g}")
@@ -288,9 +289,6 @@ def evaluate(sources, reading: Reading) -> dict:
     main = analyse_source(source, (), Columns(), n_boot=reading.n_boot, loaded=(main_table, []))
     primary = _effect(main, reading.primary_budget, reading.sparse)
     secondary = _effect(main, reading.secondary_budget, reading.sparse)
-    for e, b in ((primary, reading.primary_budget), (secondary, reading.secondary_budget)):
-        if e is not None:
-            e["paired"] = _paired(main, b, reading.sparse)
     sign = np.sign(primary["estimate"]) if primary else -1.0
     conditions = [
         _primary(primary),

@@ -9,25 +9,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def pytest_xdist_auto_num_workers(config):
+def _has_gpu() -> bool:
     try:
         import torch
 
-        if torch.cuda.is_available():  # GPU tests share the device and time it: one at a time
-            return 1
+        return torch.cuda.is_available()
     except ImportError:
-        pass
+        return False
+
+
+def pytest_xdist_auto_num_workers(config):
+    if _has_gpu():  # GPU tests share the device and time it: one at a time
+        return 1
     return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
 def pytest_collection_modifyitems(config, items):
-    try:
-        import torch
-
-        has_gpu = torch.cuda.is_available()
-    except ImportError:
-        has_gpu = False
-    if has_gpu:
+    if _has_gpu():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
