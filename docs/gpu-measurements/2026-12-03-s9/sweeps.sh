@@ -18,7 +18,7 @@ export MOE_GPU_DATA=/tmp/pieces/study2
 ls $MOE_GPU_DATA/train.bin* >/dev/null 2>&1 || { echo "no corpus at $MOE_GPU_DATA"; exit 1; }
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps
 [[ -e $CUDA_MPS_PIPE_DIRECTORY/control ]] || nvidia-cuda-mps-control -d || echo "MPS: could not start"
-extra="runs_per_gpu=8${finish:+ finish_within=$finish}"
+extra="runs_per_gpu=${SLOTS:-7}${finish:+ finish_within=$finish}"
 # the gate arm resumes from the study's committed records (it is the study's own sweep); the
 # other two have runs of their own only, kept on this machine between calls
 first_call=; [[ -n $pieces ]] && first_call=1
@@ -51,3 +51,9 @@ if g:
     print(f"{d.name} E{s.get('num_experts')} K{s.get('top_k')} d{s.get('d_model')} lr{s.get('lr')} {s.get('variant')} {s.get('status')}: {len(g)} logged steps, grad_norm max {max(g):.3g}, last {g[-1]:.3g}")
 PY
 done | sort -u > "$OUT/grad_norms.txt"; tail -20 "$OUT/grad_norms.txt"
+# At most 8 files come back from a call (the device's limit): the third sweep's records were
+# left out of call 4 that way (9 files). Past 8, the logs travel as one archive.
+if (( $(ls "$OUT" | wc -l) > 8 )); then
+  (cd "$OUT" && tar czf logs.tgz *.log *.txt && rm -f *.log drivers.txt grad_norms.txt)
+fi
+ls "$OUT"
