@@ -21,9 +21,10 @@ that would show it are not in the table), with the numbers behind it:
 - **early phase**: the runs at the size nearest each group's optimum (N*, or the best size of an
   unbracketed group) leave the early plateau (training loss below ``early_phase_loss``) within
   ``early_phase_max`` of their tokens; read from each run's metrics.jsonl;
-- **LR check**: each run of ``lr_check_sweep`` at the primary budget, against the main grid's run
-  of the same variant, sparsity, width and seed, is not lower by more than ``lr_check_sigmas``
-  times the budget's seed sigma;
+- **LR check**: each run of ``lr_check_sweep``, against the main grid's run of the same budget,
+  variant, sparsity, width and seed, is not lower by more than ``lr_check_sigmas`` times that
+  budget's seed sigma. The primary budget's check runs are required; a check at another budget
+  counts too (the plan re-tunes the LR if a check wins anywhere);
 - **gate**: Delta with the gate arm's runs in place of the main arm's sparse ones (the main arm's
   dense runs against the gate arm, analysed as one table) does not flip the sign: at no budget
   the arm has does its interval lie wholly on the other side of 0 than the primary estimate.
@@ -194,34 +195,55 @@ def _lr_check(table: pd.DataFrame, a: SourceAnalysis, r: Reading) -> dict:
         return _condition("LR check", MET, "the reading has none")
     if "sweep" not in table:
         return _condition("LR check", MISSING, "the table has no sweep column")
-    checks = _done_at(table, r.lr_check_sweep, r.primary_budget)
-    if checks.empty:
+    if _done_at(table, r.lr_check_sweep, r.primary_budget).empty:
         return _condition(
             "LR check", MISSING, f"no run of {r.lr_check_sweep} at the primary budget"
         )
-    noise = [
-        n
-        for b, n in (a.iso.noise_by_budget if a.iso else {}).items()
-        if _close(b, r.primary_budget)
-    ]
+    # The plan re-tunes the LR if a check wins anywhere, so every budget the check has runs at
+    # is read, each against its own seed sigma; the primary budget's runs are required.
+    done = table[(table["sweep"] == r.lr_check_sweep) & (table["status"] == "done")]
+    budgets = sorted({float(c) for c in done["budget_flops"]}, reverse=True)
+    parts, n_pairs, failed = [], 0, False
+    for budget in budgets:
+        part = _lr_check_at(table, a, r, budget)
+        if part is None:
+            if _close(budget, r.primary_budget):
+                return _condition(
+                    "LR check", MISSING, f"no seed sigma or planned run at C={budget:g}"
+                )
+            continue
+        detail, pairs, better = part
+        parts.append(detail)
+        n_pairs += pairs
+        failed |= better > 0
+    return _condition("LR check", FAILED if failed else MET, "; ".join(parts), pairs=n_pairs)
+
+
+def _lr_check_at(
+    table: pd.DataFrame, a: SourceAnalysis, r: Reading, budget: float
+) -> tuple[str, int, int] | None:
+    """One budget's pairs of a check run and its planned run: (detail, pairs, how many of them
+    the check LR wins by more than the sigmas allowed), or None where it cannot be read."""
+    noise = [n for b, n in (a.iso.noise_by_budget if a.iso else {}).items() if _close(b, budget)]
     sigma = noise[0].noise.sigma if noise and noise[0].noise is not None else None
     if sigma is None:
-        return _condition("LR check", MISSING, "no seed sigma at the primary budget")
+        return None
     key = ["variant", "sparsity", "d_model", "seed"]
-    grid = _done_at(table, r.main_sweep, r.primary_budget)
+    checks = _done_at(table, r.lr_check_sweep, budget)
+    grid = _done_at(table, r.main_sweep, budget)
     pairs = checks.merge(grid, on=key, suffixes=("", "_planned"))
     if pairs.empty:
-        return _condition("LR check", MISSING, "no check run has its planned run in the grid")
+        return None
     pairs["gain"] = pairs["val_loss_planned"] - pairs["val_loss"]  # > 0: the check LR is better
     worst = pairs.loc[pairs["gain"].idxmax()]
-    better = pairs[pairs["gain"] > r.lr_check_sigmas * sigma]
+    better = int((pairs["gain"] > r.lr_check_sigmas * sigma).sum())
     detail = (
-        f"{len(pairs)} pairs; largest gain of a check LR {worst['gain']:+.4f} "
+        f"C={budget:g}: {len(pairs)} pairs; largest gain of a check LR {worst['gain']:+.4f} "
         f"(lr {worst['lr']:g} vs {worst['lr_planned']:g}, S={worst['sparsity']:.4g}, "
         f"d={worst['d_model']}) against {r.lr_check_sigmas:g} sigma = "
         f"{r.lr_check_sigmas * sigma:.4f}"
     )
-    return _condition("LR check", FAILED if len(better) else MET, detail, pairs=len(pairs))
+    return detail, len(pairs), better
 
 
 def _gate(table: pd.DataFrame, main: SourceAnalysis, r: Reading, sign: float) -> dict:

@@ -58,7 +58,8 @@ def test_the_second_studys_verdict_is_what_its_runs_give():
     from analysis.verdict import Reading, evaluate
 
     study2 = STUDY.parent / "study2"
-    new = evaluate(study2 / "runs", Reading.load(study2 / "reading.json"))
+    sources = [study2 / "runs", study2 / "lr_check" / "runs"]  # the LR check's folder of its own
+    new = evaluate(sources, Reading.load(study2 / "reading.json"))
     old = json.loads((study2 / "verdict" / "verdict.json").read_text())
     assert (new["verdict"], new["why"]) == (old["verdict"], old["why"])
     assert [c["detail"] for c in new["conditions"]] == [c["detail"] for c in old["conditions"]]

@@ -31,6 +31,7 @@ def study_table(
     delta=-0.05,
     gate_delta=-0.07,
     lr_gain=-0.02,
+    lr_gain_secondary=None,
     plateau=0.05,
     epochs=0.7,
     noise=0.004,
@@ -38,7 +39,9 @@ def study_table(
 ):
     """Dense and E16 (top-1) at 3e15 and 6e15, 6 widths x 2 seeds, each group's minimum inside
     its widths; E16's L* is dense's + ``delta``; a gate arm at E16 (+ ``gate_delta``); the LR
-    check's x0.5 / x2 runs at 6e15, ``lr_gain`` better than their planned run (< 0: worse)."""
+    check's x0.5 / x2 runs at 6e15, ``lr_gain`` better than their planned run (< 0: worse), and
+    at 3e15 ``lr_gain_secondary`` better where it is given."""
+    gains = {6e15: lr_gain} | ({} if lr_gain_secondary is None else {3e15: lr_gain_secondary})
     rng = np.random.default_rng(seed)
     rows: list[dict] = []
     for c in (3e15, 6e15):
@@ -76,7 +79,7 @@ def study_table(
                         lr=2e-3,
                         val_loss=loss + rng.normal(0, noise),
                     )
-                    if c == 6e15 and d == 192 and sd == 0 and variant == "top1":
+                    if c in gains and d == 192 and sd == 0 and variant == "top1":
                         for lr in (1e-3, 4e-3):
                             _run(
                                 rows,
@@ -84,7 +87,7 @@ def study_table(
                                 **common,
                                 sweep="study2_lr",
                                 lr=lr,
-                                val_loss=loss - lr_gain,
+                                val_loss=loss - gains[c],
                             )
     return pd.DataFrame(rows)
 
@@ -150,6 +153,22 @@ def test_check_runs_may_come_from_a_folder_of_their_own(tmp_path):
     v = evaluate([tmp_path / "grid.csv", tmp_path / "lr.csv"], READING)
     assert _states(v)["LR check"] == "failed" and "4 pairs" in v["conditions"][5]["detail"]
     assert _states(evaluate(tmp_path / "grid.csv", READING))["LR check"] == "missing"
+
+
+def test_a_check_lr_winning_at_the_secondary_budget_fails_the_check(tmp_path):
+    # the plan re-tunes the LR if a check wins anywhere, not only at the primary budget
+    v = _verdict(tmp_path, lr_gain_secondary=0.03)
+    lr = next(c for c in v["conditions"] if c["condition"] == "LR check")
+    assert lr["state"] == "failed" and lr["pairs"] == 8
+    assert "C=6e+15: 4 pairs" in lr["detail"] and "C=3e+15: 4 pairs" in lr["detail"]
+    assert _states(_verdict(tmp_path / "fine", lr_gain_secondary=-0.01))["LR check"] == "met"
+
+
+def test_check_runs_at_the_secondary_budget_alone_are_not_the_check(tmp_path):
+    table = study_table(tmp_path, lr_gain_secondary=-0.01)
+    table = table[~((table["sweep"] == "study2_lr") & (table["budget_flops"] == 6e15))]
+    table.to_csv(tmp_path / "runs.csv", index=False)
+    assert _states(evaluate(tmp_path / "runs.csv", READING))["LR check"] == "missing"
 
 
 def test_missing_check_runs_are_said_missing(tmp_path, capsys):
