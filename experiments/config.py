@@ -123,12 +123,14 @@ class LoopConfig(Typed):
     """Fail the run when the training loss exceeds this times its first value."""
     compile: Literal["auto", True, False] = field(default="auto", metadata=LOGISTICS)
     """torch.compile the model: auto = the measured-faster choice on CUDA, off on CPU."""
-    compile_mode: Literal["auto", "default", "reduce-overhead"] = field(
-        default="auto", metadata=LOGISTICS
-    )
+    compile_mode: Literal[
+        "auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = field(default="auto", metadata=LOGISTICS)
     """torch.compile's mode; reduce-overhead replays each step as CUDA graphs, which removes
     the per-kernel launch cost that bounds small models. auto: reduce-overhead for steps of
-    under 1e13 FLOPs, default above (measured: experiments/trainer/compile.py)."""
+    under 1e13 FLOPs, default above (measured: experiments/trainer/compile.py). max-autotune
+    (with CUDA graphs) and max-autotune-no-cudagraphs also time Triton GEMM templates, which
+    can take the norms and pointwise ops around a GEMM into it; compilation takes longer."""
     compile_scope: Literal["blocks", "model"] = field(default="blocks", metadata=LOGISTICS)
     """blocks: compile one transformer block (shared by every layer) and the head, so
     warm-up does not grow with depth; model: the whole model as one graph."""

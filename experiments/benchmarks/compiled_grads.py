@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.trainer.compile import uses_cuda_graphs
 from models import ModelConfig, MoEConfig, MoETransformer, moe
 from models.backends import native
 from models.router import Router
@@ -151,7 +152,7 @@ def compare(case: str, steps: int, batch: int = 64, device: str = "cuda") -> dic
         compiled.compile_regions(mode)
         idx = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), device=device)
         (reference,) = grads_of_steps(eager, idx, 1, graphs=False)
-        observed = grads_of_steps(compiled, idx, steps, graphs=mode == "reduce-overhead")
+        observed = grads_of_steps(compiled, idx, steps, graphs=uses_cuda_graphs(mode))
     rows = []
     for step, grads in enumerate(observed):
         worst, worst_err = "", 0.0

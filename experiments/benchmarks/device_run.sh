@@ -3,7 +3,8 @@
 # the steps named, each writing under $OUT (what comes back):
 #   tests[:<path>]    the GPU tests (pytest -m gpu), all or those under <path>
 #   bench:<configs>   experiments.benchmarks.sweep_bench --slice study with those configs
-#                     (default, no-mps, whole-model, eager, single, megablocks, base, d256, ...)
+#                     (default, no-mps, whole-model, eager, max-autotune, single, megablocks,
+#                     base, d256, ...)
 #   multigpu          issue 15 on a host of 2+ GPUs: the 2-GPU tests, data-parallel scaling
 #                     (base e8k1 and E=64 K=8, same batch per GPU), the loss curve at one
 #                     global batch, expert vs data parallel at E=64 and E=256

@@ -36,6 +36,11 @@ SWEEP_CONFIGS = {
     "no-mps": ("packed without MPS, compile auto", ["mps=false"], []),
     "whole-model": ("packed, MPS, whole-model compile", [], ["train.compile_scope=model"]),
     "eager": ("packed, MPS, eager", [], ["train.compile=false"]),
+    "max-autotune": (
+        "packed, MPS, compile max-autotune (Triton GEMM templates)",
+        [],
+        ["train.compile_mode=max-autotune"],
+    ),
     "single": ("1 run at a time, compile auto", ["runs_per_gpu=1"], []),
     "megablocks": ("packed, MPS, MegaBlocks, eager", [], ["moe.backend=megablocks"]),
 }

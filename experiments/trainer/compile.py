@@ -19,6 +19,13 @@ from experiments.config import TrainConfig
 # compile in the default mode.
 COMPILE_MIN_STEPS = 150
 GRAPHS_MAX_FLOPS_PER_STEP = 1e13
+# torch.compile's modes that replay each step as CUDA graphs: the step must mark its start
+# (torch.compiler.cudagraph_mark_step_begin), or a graph's outputs are overwritten under it
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def uses_cuda_graphs(mode: str) -> bool:
+    return mode in CUDA_GRAPH_MODES
 
 
 def compile_plan(tc: TrainConfig, device: torch.device) -> tuple[bool, str]:

@@ -178,6 +178,7 @@ def test_memory_estimate_grows_with_the_model(tmp_path):
         ("true", "auto", "cpu", (True, "default")),  # CUDA graphs need CUDA
         ("auto", "auto", "cpu", (False, "default")),
         ("false", "reduce-overhead", "cuda", (False, "reduce-overhead")),
+        ("auto", "max-autotune", "cuda", (True, "max-autotune")),
     ],
 )
 def test_the_compile_plan_keeps_what_the_user_named(compile_, mode, device, expected):

@@ -218,7 +218,7 @@ def test_experts_with_no_or_few_tokens_get_exact_gradients(compiled):
             assert (grad[:4] == 0).all(), (name, "an expert with no tokens has a gradient")
 
 
-@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead", "max-autotune"])
 @pytest.mark.parametrize("top_k", [1, 2])
 def test_compiled_training_steps_give_the_eager_gradients(top_k, mode):
     """Two layers at the second study's width (top-2: the gate arm's 32 experts of F = 2d),
