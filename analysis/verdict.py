@@ -184,9 +184,11 @@ def _early_phase(a: SourceAnalysis, r: Reading) -> dict:
     )
 
 
-def _done_at(table: pd.DataFrame, sweep: str | None, budget: float) -> pd.DataFrame:
-    """The finished runs of one sweep at one budget."""
+def _done_at(table: pd.DataFrame, sweep: str | None, budget: float | None = None) -> pd.DataFrame:
+    """The finished runs of one sweep, at one budget unless ``budget`` is None."""
     done = table[(table["sweep"] == sweep) & (table["status"] == "done")]
+    if budget is None:
+        return done
     return done[[_close(float(c), budget) for c in done["budget_flops"]]]
 
 
@@ -195,14 +197,14 @@ def _lr_check(table: pd.DataFrame, a: SourceAnalysis, r: Reading) -> dict:
         return _condition("LR check", MET, "the reading has none")
     if "sweep" not in table:
         return _condition("LR check", MISSING, "the table has no sweep column")
-    if _done_at(table, r.lr_check_sweep, r.primary_budget).empty:
+    # The plan re-tunes the LR if a check wins anywhere, so every budget the check has runs at
+    # is read, each against its own seed sigma; the primary budget's runs are required.
+    checks = _done_at(table, r.lr_check_sweep)
+    budgets = sorted({float(c) for c in checks["budget_flops"]}, reverse=True)
+    if not any(_close(b, r.primary_budget) for b in budgets):
         return _condition(
             "LR check", MISSING, f"no run of {r.lr_check_sweep} at the primary budget"
         )
-    # The plan re-tunes the LR if a check wins anywhere, so every budget the check has runs at
-    # is read, each against its own seed sigma; the primary budget's runs are required.
-    done = table[(table["sweep"] == r.lr_check_sweep) & (table["status"] == "done")]
-    budgets = sorted({float(c) for c in done["budget_flops"]}, reverse=True)
     parts, n_pairs, failed = [], 0, False
     for budget in budgets:
         part = _lr_check_at(table, a, r, budget)

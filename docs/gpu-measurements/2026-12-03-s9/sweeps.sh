@@ -27,13 +27,8 @@ STUDY_ARGS="budgets=[6e15] $extra" bash $run "sweep:study2_lr:$seconds" >> "$OUT
 sleep 20
 STUDY_ARGS="$extra" bash $run "sweep:study2_e32:$((seconds - 20))" >> "$OUT/drivers.txt" 2>&1 &
 sleep 20
-if [[ -n $first_call ]]; then
-  STUDY_DIR=docs/studies/study2 STUDY_ARGS="variants=[g2renorm] budgets=[6e15] $extra" \
-    bash $run "sweep:study2:$((seconds - 40))" >> "$OUT/drivers.txt" 2>&1 &
-else
-  STUDY_ARGS="variants=[g2renorm] budgets=[6e15] $extra" \
-    bash $run "sweep:study2:$((seconds - 40))" >> "$OUT/drivers.txt" 2>&1 &
-fi
+STUDY_DIR=${first_call:+docs/studies/study2} STUDY_ARGS="variants=[g2renorm] budgets=[6e15] $extra" \
+  bash $run "sweep:study2:$((seconds - 40))" >> "$OUT/drivers.txt" 2>&1 &
 wait
 for f in study2_lr study2_e32 study2; do
   echo "== $f"; grep -v "DEBUG torch" "$OUT/$f.log" | grep -E "^(packing|MPS|throughput|sweep wall|[0-9]+ runs:|deadline)" | tail -6
