@@ -56,9 +56,13 @@ def replicates(fn: Callable, n_boot: int, seed: int, workers: int = 1, chunks: i
 
 def objective(theta: np.ndarray, X: np.ndarray, log_y: np.ndarray, delta: float):
     """Huber loss of log-space residuals and its gradient. X: (terms, rows, params)."""
-    # Elementwise products and sums, not matmul/einsum: these arrays are tiny, and BLAS calls
-    # start OpenBLAS threads that fight the bootstrap's worker processes for the cores.
-    z = (X * theta).sum(axis=-1)  # (terms, rows)
+    # Two matrix-vector products over the (terms x rows, params) view of X: half the time of
+    # broadcast products and sums (measured: 39 against 84 us a call on the Apple law's 120
+    # points), and a fit makes ~10^5 calls. Every fit runs under one BLAS thread
+    # (one_blas_thread, and the bootstrap's workers), so BLAS starts no threads of its own.
+    terms, rows, n_params = X.shape
+    X_flat = X.reshape(terms * rows, n_params)  # a view: X is C-contiguous (_minimize)
+    z = (X_flat @ theta).reshape(terms, rows)
     m = z.max(axis=0)
     w = np.exp(z - m)
     s = w.sum(axis=0)
@@ -66,7 +70,7 @@ def objective(theta: np.ndarray, X: np.ndarray, log_y: np.ndarray, delta: float)
     absr = np.abs(r)
     loss = np.where(absr <= delta, 0.5 * r * r, delta * (absr - 0.5 * delta)).sum()
     dr = np.clip(r, -delta, delta)  # d huber / d r
-    grad = (((w / s) * dr)[..., None] * X).sum(axis=(0, 1))
+    grad = (w * (dr / s)).reshape(-1) @ X_flat
     return loss, grad
 
 
@@ -77,7 +81,7 @@ def _minimize(law: Law, theta0, X, log_y, delta, maxiter=1000):
     res = minimize(
         objective,
         np.clip(theta0, lo, hi),
-        args=(X, log_y, delta),
+        args=(np.ascontiguousarray(X), log_y, delta),
         jac=True,
         method="L-BFGS-B",
         bounds=bounds,
