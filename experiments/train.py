@@ -16,6 +16,7 @@ import sys
 import traceback
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -29,9 +30,11 @@ from experiments.config import (
     from_dict,
     register_defaults,
 )
-from experiments.distributed import ranks as dist_
 from experiments.files import LocksUnsupported
 from experiments.record import ForeignRunDir, RunBusy, RunDir, RunSummary, run_id
+
+if TYPE_CHECKING:
+    from experiments.distributed.ranks import Dist
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
 PREVIOUS_FAILURE = "previous_failure.json"  # a retried run's last failure record
@@ -117,6 +120,10 @@ def _failed(tc, rid, kind: str, reason: str) -> RunSummary:
 def execute(resolved: dict, planned_id: str | None = None) -> dict:
     """Run (or skip, or resume) the run this resolved config describes; return its summary.
     ``planned_id``: the run id a sweep planned this config under (refused if it differs)."""
+    # torch is imported here, not with the module: a sweep's multirun parent imports this
+    # module only to hand its runs to the workers, and a config error exits before torch
+    from experiments.distributed import ranks as dist_
+
     tc = from_dict(resolved)
     d = dist_.init()
     try:
@@ -127,8 +134,9 @@ def execute(resolved: dict, planned_id: str | None = None) -> dict:
         dist_.close(d)
 
 
-def _execute(tc: TrainConfig, d: dist_.Dist, planned_id: str | None = None) -> dict:
+def _execute(tc: TrainConfig, d: Dist, planned_id: str | None = None) -> dict:
     from experiments.data.dataset import check_lengths, open_dataset
+    from experiments.distributed import ranks as dist_
     from experiments.distributed.devices import DeviceUnavailable, gpu_slot
     from experiments.trainer.interrupts import sweep_stopping
     from experiments.trainer.loop import Trainer
@@ -199,13 +207,14 @@ def _execute(tc: TrainConfig, d: dist_.Dist, planned_id: str | None = None) -> d
     return summary.to_dict()
 
 
-def _train_and_record(trainer, d: dist_.Dist, rd: RunDir) -> RunSummary:
+def _train_and_record(trainer, d: Dist, rd: RunDir) -> RunSummary:
     """Train, then write the run's record, with the stop signals ours until it is written.
 
     A signal that comes while the record is being written acts once it is written: torchrun
     sends SIGTERM to the ranks left when one is lost, and under the default action rank 0
     died before recording that it had lost a rank (a resumable run, not a failure).
     """
+    from experiments.distributed import ranks as dist_
     from experiments.trainer.health import TrainingFailed
     from experiments.trainer.interrupts import Interrupted, Interrupts
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +32,10 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR
 
 def gpus() -> tuple[int, int, float | None]:
     """(GPU count, bytes per GPU, datasheet peak FLOP/s per GPU) of this host."""
+    if not any(Path("/dev").glob("nvidia[0-9]*")) and not Path("/dev/dxg").exists():
+        # no NVIDIA device node (nor WSL's GPU device): no CUDA, said without importing torch,
+        # which took 1.3 s of every driver's start
+        return 0, 0, None
     import torch
 
     from experiments.distributed.devices import peak_flops
@@ -69,13 +74,19 @@ def compile_env(sweep_dir: SweepDir, jobs: int) -> dict[str, str]:
 
 
 def launch_plan(
-    cfg: DictConfig, configs: list, user: list[str], sweep_dir: SweepDir, train_tokens: int
+    cfg: DictConfig,
+    configs: list,
+    user: list[str],
+    sweep_dir: SweepDir,
+    train_tokens: int,
+    done: list[tuple] | None = None,
 ) -> LaunchPlan:
     """The launcher and packing overrides for the child, unless the user chose a launcher.
 
-    On GPUs: runs_per_gpu runs share each GPU (joblib, one worker per slot). On CPUs: one run
-    per core, one thread each (small models: two one-thread processes train ~1.8x faster
-    than one with two threads, measured on the demo's models)."""
+    On GPUs: runs_per_gpu runs share each GPU (joblib, one worker per slot), sized by what
+    the sweep's ``done`` runs (config, summary) measured where a shape has trained. On CPUs:
+    one run per core, one thread each (small models: two one-thread processes train ~1.8x
+    faster than one with two threads, measured on the demo's models)."""
     if any(o.startswith("hydra/launcher") for o in user):
         given = [o.split("=", 1)[1] for o in user if o.startswith("hydra.launcher.n_jobs=")]
         jobs = int(given[-1]) if given and given[-1].isdigit() else 1
@@ -90,10 +101,16 @@ def launch_plan(
             ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", "run.threads=1"],
             jobs=jobs,
         )
-    from experiments.sweep.packing import choose_runs_per_gpu
+    from experiments.sweep.packing import choose_runs_per_gpu, measured_memory
 
     pack = choose_runs_per_gpu(
-        configs, gpu_bytes, os.cpu_count() or 1, n_gpus, cfg.runs_per_gpu, train_tokens
+        configs,
+        gpu_bytes,
+        os.cpu_count() or 1,
+        n_gpus,
+        cfg.runs_per_gpu,
+        train_tokens,
+        measured_memory(done or []),
     )
     print(f"packing: {pack.runs_per_gpu} run(s) per GPU on {n_gpus} GPU(s): {pack.reason}")
     jobs = pack.runs_per_gpu * n_gpus
