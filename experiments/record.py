@@ -165,6 +165,8 @@ class RunSummary:
     tokens_per_s: float | None = None
     mfu: float | None = None  # active-FLOP rate / (devices x peak bf16 FLOP/s)
     peak_memory_gb: float | None = None  # CUDA: the allocator's peak on this rank
+    # CUDA: the most the allocator held from the GPU (its cache included): what packing needs
+    peak_reserved_gb: float | None = None
     time: dict = field(default_factory=dict)  # TimeBreakdown
     data_key: str | None = None
     git_sha: str | None = None

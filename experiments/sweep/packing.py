@@ -15,6 +15,11 @@ record (``peak_memory_gb`` in summary.json; docs/gpu-performance.md):
 - logits: tokens x vocab x 10 (bf16 logits, their fp32 copy for the loss, its gradient);
 - the training tokens kept on the GPU (int32), and a fixed CONTEXT_BYTES (CUDA context,
   cuBLAS workspace, compiled kernels, the allocator's slack).
+On the second study's 114 runs this estimate was 1.6-2.4x the recorded peaks, so a shape that
+has already trained in the sweep is packed by what it measured instead (``measured_memory``):
+the most the allocator held (``peak_reserved_gb``) over its done runs, times MEASURED_MARGIN,
+plus CONTEXT_BYTES. The margin covers the spread between seeds of one shape: dropless experts
+make each run's peak depend on its routing (up to 1.3 GiB of ~8 GiB measured, 16%).
 """
 
 from __future__ import annotations
@@ -29,6 +34,33 @@ CONTEXT_BYTES = 2 << 30
 PACK_MEMORY_FRACTION = 0.8
 SATURATING_FLOPS_PER_STEP = 2e13  # one process keeps an H100 busy above this (measured)
 MAX_RUNS_PER_GPU = 8
+MEASURED_MARGIN = 1.25
+
+
+def memory_shape(tc) -> str:
+    """What a run's GPU memory depends on: the model, the micro-batch, the optimiser and how
+    it is compiled and parallelised; not its seed, LR or budget (runs of one shape at other
+    budgets, seeds and LRs hold the same tensors)."""
+    t = tc.train
+    return repr(
+        (tc.model, t.batch_size, t.micro_batch_size, t.compile, t.compile_mode, t.compile_scope,
+         tc.optim.name, tc.run.parallel)
+    )  # fmt: skip
+
+
+def measured_memory(done: list[tuple]) -> dict[str, tuple[int, int]]:
+    """(config, summary) of done runs -> {memory shape: (bytes one such run needs, runs that
+    measured it)}. Only CUDA runs that recorded what the allocator held count: the allocated
+    peak alone (older records) leaves out the allocator's cache."""
+    peaks: dict[str, list[float]] = {}
+    for tc, summary in done:
+        held = (summary or {}).get("peak_reserved_gb")
+        if summary.get("status") == "done" and isinstance(held, int | float) and held > 0:
+            peaks.setdefault(memory_shape(tc), []).append(float(held))
+    return {
+        shape: (int(MEASURED_MARGIN * max(gb) * 2**30) + CONTEXT_BYTES, len(gb))
+        for shape, gb in peaks.items()
+    }
 
 
 def run_memory_bytes(tc, train_tokens_on_gpu: int = 0) -> int:
@@ -62,21 +94,32 @@ def choose_runs_per_gpu(
     n_gpus: int,
     requested: int | str = "auto",
     train_tokens: int = 0,
+    measured: dict[str, tuple[int, int]] | None = None,
 ) -> Packing:
-    """``requested``: a number (checked against memory) or "auto"."""
+    """``requested``: a number (checked against memory) or "auto". ``measured``: what shapes
+    that already trained needed (``measured_memory``); the others are estimated."""
     if not configs:
         return Packing(1, "nothing to run")
-    biggest = max(run_memory_bytes(tc, train_tokens) for tc in configs)
+    measured = measured or {}
+
+    def need(tc) -> tuple[int, int]:
+        return measured.get(memory_shape(tc)) or (run_memory_bytes(tc, train_tokens), 0)
+
+    biggest, n_measured = max(need(tc) for tc in configs)
     by_memory = max(1, math.floor(PACK_MEMORY_FRACTION * gpu_bytes / biggest))
-    gib = biggest / 2**30
+    gib = (
+        f"{biggest / 2**30:.1f} GiB (measured on {n_measured} run(s) of its shape)"
+        if n_measured
+        else f"{biggest / 2**30:.1f} GiB (estimated)"
+    )
     if requested != "auto":
         n = int(requested)
         if n > by_memory:
             raise ConfigError(
-                f"runs_per_gpu={n} would need {n} x {gib:.1f} GiB on a "
+                f"runs_per_gpu={n} would need {n} x {gib} on a "
                 f"{gpu_bytes / 2**30:.0f} GiB GPU; at most {by_memory} fit"
             )
-        return Packing(n, f"asked for {n}; the largest run needs ~{gib:.1f} GiB")
+        return Packing(n, f"asked for {n}; the largest run needs ~{gib}")
     heaviest = max(flops_per_step(tc) for tc in configs)
     if heaviest >= SATURATING_FLOPS_PER_STEP:
         return Packing(1, f"a run does {heaviest:.2g} FLOPs a step, enough to fill a GPU")
@@ -84,6 +127,6 @@ def choose_runs_per_gpu(
     n = min(by_memory, by_cpu, MAX_RUNS_PER_GPU)
     return Packing(
         n,
-        f"the largest run needs ~{gib:.1f} GiB (fits {by_memory}), "
+        f"the largest run needs ~{gib}, {by_memory} fit; "
         f"{cpu_cores} CPU cores for {n_gpus} GPU(s) (fits {by_cpu})",
     )

@@ -88,6 +88,11 @@ class SweepDir:
     def states(self, run_ids: list[str]) -> dict[str, State]:
         return {rid: run_state(self.run(rid)) for rid in run_ids}
 
+    def done_summaries(self, run_ids: list[str]) -> dict[str, dict]:
+        """The summaries of the runs among ``run_ids`` that are done."""
+        found = {rid: read_json(self.run(rid) / SUMMARY) for rid in run_ids}
+        return {rid: s for rid, s in found.items() if s and s.get("status") == "done"}
+
     def steps_done(self, run_ids: list[str]) -> dict[str, int]:
         """The optimiser steps each run has recorded (its summary's, else its progress's)."""
         out = {}

@@ -56,6 +56,11 @@ def summarize(trainer, status: str, reason: str | None) -> RunSummary:
             if trainer.device.type == "cuda"
             else None
         ),
+        peak_reserved_gb=(
+            torch.cuda.max_memory_reserved(trainer.device) / 2**30
+            if trainer.device.type == "cuda"
+            else None
+        ),
         data_key=trainer.data.key,
         hardware=hardware(),
     )
