@@ -120,11 +120,11 @@ def _failed(tc, rid, kind: str, reason: str) -> RunSummary:
 def execute(resolved: dict, planned_id: str | None = None) -> dict:
     """Run (or skip, or resume) the run this resolved config describes; return its summary.
     ``planned_id``: the run id a sweep planned this config under (refused if it differs)."""
+    tc = from_dict(resolved)
     # torch is imported here, not with the module: a sweep's multirun parent imports this
     # module only to hand its runs to the workers, and a config error exits before torch
     from experiments.distributed import ranks as dist_
 
-    tc = from_dict(resolved)
     d = dist_.init()
     try:
         return _execute(tc, d, planned_id)

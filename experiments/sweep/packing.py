@@ -55,7 +55,7 @@ def measured_memory(done: list[tuple]) -> dict[str, tuple[int, int]]:
     peaks: dict[str, list[float]] = {}
     for tc, summary in done:
         held = (summary or {}).get("peak_reserved_gb")
-        if summary.get("status") == "done" and isinstance(held, int | float) and held > 0:
+        if (summary or {}).get("status") == "done" and isinstance(held, int | float) and held > 0:
             peaks.setdefault(memory_shape(tc), []).append(float(held))
     return {
         shape: (int(MEASURED_MARGIN * max(gb) * 2**30) + CONTEXT_BYTES, len(gb))

@@ -4,6 +4,9 @@ again that changed nothing."""
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +95,20 @@ def test_a_run_queued_behind_a_stopped_sweep_does_not_start(tmp_path):
     assert "not started: its sweep was asked to stop" in out.stdout
     (run,) = (tmp_path / "runs").iterdir()
     assert not (run / "progress.json").exists() and not (run / "summary.json").exists()
+
+
+def test_a_sweep_launch_imports_no_torch_before_its_runs(tmp_path):
+    """The multirun parent imports experiments.train only to hand runs to its workers, and the
+    driver asks for GPUs: on a host with no NVIDIA device neither imports torch (1.3 s each at
+    every sweep launch); the runs import it when they execute."""
+    check = (
+        "import sys; import experiments.train; from experiments.sweep.launch import gpus; "
+        "n = gpus(); print(n, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=True
+    )
+    if any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/dxg").exists():
+        assert out.stdout.split()[-1] == "True"  # a GPU host: gpus() asked torch
+    else:
+        assert out.stdout.strip() == "(0, 0, None) False", out.stdout
