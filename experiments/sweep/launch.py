@@ -30,11 +30,23 @@ from experiments.trainer.interrupts import SWEEP_STOP_FILE
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
+def nvidia_driver_present() -> bool:
+    """Whether this host could have a CUDA GPU: the NVIDIA kernel driver is loaded (its /proc
+    entry; device nodes may appear only at the first CUDA call), its device files are exposed
+    (a container, gVisor), or WSL's GPU device is there."""
+    return (
+        Path("/proc/driver/nvidia").exists()
+        or Path("/dev/nvidiactl").exists()
+        or any(Path("/dev").glob("nvidia[0-9]*"))
+        or Path("/dev/dxg").exists()
+    )
+
+
 def gpus() -> tuple[int, int, float | None]:
     """(GPU count, bytes per GPU, datasheet peak FLOP/s per GPU) of this host."""
-    if not any(Path("/dev").glob("nvidia[0-9]*")) and not Path("/dev/dxg").exists():
-        # no NVIDIA device node (nor WSL's GPU device): no CUDA, said without importing torch,
-        # which took 1.3 s of every driver's start
+    if not nvidia_driver_present():
+        # no CUDA possible: said without importing torch, which took 1.3 s of every driver's
+        # start on CPU hosts
         return 0, 0, None
     import torch
 
