@@ -39,12 +39,18 @@ MEASURED_MARGIN = 1.25
 
 def memory_shape(tc) -> str:
     """What a run's GPU memory depends on: the model, the micro-batch, the optimiser and how
-    it is compiled and parallelised; not its seed, LR or budget (runs of one shape at other
-    budgets, seeds and LRs hold the same tensors)."""
+    it is compiled on a GPU and parallelised; not its seed, LR or budget (runs of one shape at
+    other budgets, seeds and LRs hold the same tensors), except where the budget changes
+    whether it compiles (``compile=auto``: CUDA graphs hold memory of their own)."""
+    import torch
+
+    from experiments.trainer.compile import compile_plan
+
     t = tc.train
+    compiled = compile_plan(tc, torch.device("cuda"))
     return repr(
-        (tc.model, t.batch_size, t.micro_batch_size, t.compile, t.compile_mode, t.compile_scope,
-         tc.optim.name, tc.run.parallel)
+        (tc.model, t.batch_size, t.micro_batch_size, compiled, t.compile_scope, tc.optim.name,
+         tc.run.parallel)
     )  # fmt: skip
 
 

@@ -77,6 +77,8 @@ def test_a_shape_not_yet_trained_is_estimated_and_the_largest_need_decides(tmp_p
     small, wide = _config(tmp_path), _config(tmp_path, "model.d_model=512")
     assert memory_shape(small) != memory_shape(wide)
     assert memory_shape(small) != memory_shape(_config(tmp_path, "train.batch_size=16"))
+    # compile=auto: 2 steps train eagerly on a GPU, 220 compile (with CUDA graphs at this size)
+    assert memory_shape(small) != memory_shape(_config(tmp_path, "budget.flops=1e14"))
     measured = measured_memory([(small, _done(0.001))])
     gpu = int(3.2 * run_memory_bytes(wide))
     # the wide run has no record: its estimate bounds the packing of both
