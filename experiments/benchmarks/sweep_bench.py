@@ -112,7 +112,10 @@ def run_sweep_config(slice_: str, name: str, workdir: Path) -> dict:
 
 def _summaries(runs: Path) -> list[dict]:
     """Each run's own figures: where the sweep's time went."""
-    keep = ("run_id", "d_model", "num_experts", "steps", "tokens_per_s", "mfu", "time", "status")
+    keep = (
+        *("run_id", "d_model", "num_experts", "steps", "tokens_per_s", "mfu", "time", "status"),
+        *("peak_memory_gb", "peak_reserved_gb"),  # against what packing assumed for them
+    )
     out = []
     for p in sorted(runs.glob(f"*/{SUMMARY}")):
         s = read_json(p) or {}
@@ -157,6 +160,7 @@ def run_single(name: str, workdir: Path) -> dict:
         "steps": s["steps"],
         "compile": s.get("compile"),
         "peak_memory_gb": s["peak_memory_gb"],
+        "peak_reserved_gb": s.get("peak_reserved_gb"),  # absent from records before 2026-12-03
     }
 
 

@@ -108,3 +108,17 @@ def test_the_sweep_packs_by_its_done_runs(tmp_path, monkeypatch):
     assert "run.gpu_slots=2" in estimated.overrides
     slots = [o for o in by_records.overrides if o.startswith("run.gpu_slots=")]
     assert slots and int(slots[0].split("=")[1]) > 2
+
+
+def test_the_sweep_benchmark_keeps_each_runs_memory(tmp_path):
+    """sweep_bench's rows carry each run's allocated and held peaks, to read packing against."""
+    from experiments.benchmarks.sweep_bench import _summaries
+
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "summary.json").write_text(
+        json.dumps(
+            {"run_id": "r1", "status": "done", "peak_memory_gb": 5.3, "peak_reserved_gb": 6.1}
+        )
+    )
+    (row,) = _summaries(tmp_path)
+    assert (row["run_id"], row["peak_memory_gb"], row["peak_reserved_gb"]) == ("r1", 5.3, 6.1)
