@@ -358,8 +358,7 @@ def run_sweep(cfg: DictConfig) -> int:
         todo.sort(key=launch_order(runs))
         cost = {r.run_id: tc for r, tc in zip(runs, configs)}
         user = list(HydraConfig.get().overrides.hydra)
-        done = [(cost[rid], s) for rid, s in sweep_dir.done_summaries(ids).items()]
-        how = launch_plan(cfg, [cost[rid] for rid in todo], user, sweep_dir, unique or 0, done)
+        how = launch_plan(cfg, [cost[rid] for rid in todo], user, sweep_dir, unique or 0, cost)
         before = sweep_dir.steps_done(todo)
         work = work_of(runs)
         if within is not None:

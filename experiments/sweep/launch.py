@@ -91,12 +91,13 @@ def launch_plan(
     user: list[str],
     sweep_dir: SweepDir,
     train_tokens: int,
-    done: list[tuple] | None = None,
+    planned: dict | None = None,
 ) -> LaunchPlan:
     """The launcher and packing overrides for the child, unless the user chose a launcher.
 
     On GPUs: runs_per_gpu runs share each GPU (joblib, one worker per slot), sized by what
-    the sweep's ``done`` runs (config, summary) measured where a shape has trained. On CPUs:
+    the done runs among ``planned`` (run id -> config) measured where a shape has trained
+    (their summaries are read only here, where packing uses them). On CPUs:
     one run per core, one thread each (small models: two one-thread processes train ~1.8x
     faster than one with two threads, measured on the demo's models)."""
     if any(o.startswith("hydra/launcher") for o in user):
@@ -115,6 +116,8 @@ def launch_plan(
         )
     from experiments.sweep.packing import choose_runs_per_gpu, measured_memory
 
+    planned = planned or {}
+    done = [(planned[rid], s) for rid, s in sweep_dir.done_summaries(list(planned)).items()]
     pack = choose_runs_per_gpu(
         configs,
         gpu_bytes,
@@ -122,7 +125,7 @@ def launch_plan(
         n_gpus,
         cfg.runs_per_gpu,
         train_tokens,
-        measured_memory(done or []),
+        measured_memory(done),
     )
     print(f"packing: {pack.runs_per_gpu} run(s) per GPU on {n_gpus} GPU(s): {pack.reason}")
     jobs = pack.runs_per_gpu * n_gpus

@@ -60,8 +60,9 @@ def measured_memory(done: list[tuple]) -> dict[str, tuple[int, int]]:
     peak alone (older records) leaves out the allocator's cache."""
     peaks: dict[str, list[float]] = {}
     for tc, summary in done:
-        held = (summary or {}).get("peak_reserved_gb")
-        if (summary or {}).get("status") == "done" and isinstance(held, int | float) and held > 0:
+        summary = summary or {}
+        held = summary.get("peak_reserved_gb")
+        if summary.get("status") == "done" and isinstance(held, int | float) and held > 0:
             peaks.setdefault(memory_shape(tc), []).append(float(held))
     return {
         shape: (int(MEASURED_MARGIN * max(gb) * 2**30) + CONTEXT_BYTES, len(gb))

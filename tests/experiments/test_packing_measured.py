@@ -101,10 +101,10 @@ def test_the_sweep_packs_by_its_done_runs(tmp_path, monkeypatch):
         )
     (sweep_dir.run("c")).mkdir(parents=True)  # a run still training: no summary
     cfg = OmegaConf.create({"runs_per_gpu": "auto"})
-    done = [(tc, s) for s in sweep_dir.done_summaries(["a", "b", "c"]).values()]
-    assert len(done) == 2
+    planned = {"a": tc, "b": tc, "c": tc}
+    assert len(sweep_dir.done_summaries(list(planned))) == 2
     estimated = launch.launch_plan(cfg, [tc], [], sweep_dir, 0)
-    by_records = launch.launch_plan(cfg, [tc], [], sweep_dir, 0, done)
+    by_records = launch.launch_plan(cfg, [tc], [], sweep_dir, 0, planned)
     assert "run.gpu_slots=2" in estimated.overrides
     slots = [o for o in by_records.overrides if o.startswith("run.gpu_slots=")]
     assert slots and int(slots[0].split("=")[1]) > 2
