@@ -64,9 +64,14 @@ class Attention(nn.Module):
         # out in bf16, and RMSNorm with a float32 weight on a bf16 input falls back to an
         # unfused kernel chain.
         dtype = torch.promote_types(x_BSD.dtype, torch.float32)
-        q = apply_rotary(self.q_norm(self.wq(x_BSD).view(shape).to(dtype)), cos_SH, sin_SH)
-        k = apply_rotary(self.k_norm(self.wk(x_BSD).view(shape).to(dtype)), cos_SH, sin_SH)
-        v = self.wv(x_BSD).view(shape)
+        # The three projections as one GEMM over their concatenated weights (the parameters and
+        # the state dict stay three). At the studies' widths (d 96-384) each projection is
+        # memory-bound: one GEMM reads x once forward and writes one gradient of x backward,
+        # where three wrote three and summed them (docs/gpu-performance.md, eleventh session).
+        w_3DD = torch.cat((self.wq.weight, self.wk.weight, self.wv.weight))
+        q, k, v = F.linear(x_BSD, w_3DD).view(B, S, 3, *shape[2:]).unbind(2)
+        q = apply_rotary(self.q_norm(q.to(dtype)), cos_SH, sin_SH)
+        k = apply_rotary(self.k_norm(k.to(dtype)), cos_SH, sin_SH)
         y_BHSD = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
         )

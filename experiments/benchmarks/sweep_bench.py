@@ -43,7 +43,16 @@ SWEEP_CONFIGS = {
     ),
     "single": ("1 run at a time, compile auto", ["runs_per_gpu=1"], []),
     "megablocks": ("packed, MPS, MegaBlocks, eager", [], ["moe.backend=megablocks"]),
+    "seed1": (
+        "the slice's second seed, added to the default config's done sweep: its compile cache "
+        "warm, each shape packed by the memory its seed-0 run held",
+        ["sweep.seeds=[1]"],
+        [],
+    ),
 }
+# Configurations that launch again in another configuration's sweep folder (run it first), as
+# a user adds replicates to a finished sweep.
+SWEEP_FOLDER = {"seed1": "default"}
 RUN_CONFIGS = {
     "base": ("model=base moe=e8k1 budget.flops=2e16", ["model=base", "moe=e8k1"], 2e16),
     "base-dense": ("model=base (dense) budget.flops=2e16", ["model=base"], 2e16),
@@ -71,7 +80,7 @@ def _tail(text: str, lines: int = 3) -> str:
 
 def run_sweep_config(slice_: str, name: str, workdir: Path) -> dict:
     label, launch, train = SWEEP_CONFIGS[name]
-    sweep_dir = workdir / f"{slice_}-{name}"
+    sweep_dir = workdir / f"{slice_}-{SWEEP_FOLDER.get(name, name)}"
     t0 = time.time()
     cmd = [
         sys.executable,
@@ -104,20 +113,22 @@ def run_sweep_config(slice_: str, name: str, workdir: Path) -> dict:
             "tokens_per_s": e["tokens"] / e["wall_s"],
             "aggregate_mfu": e["flops"] / (e["wall_s"] * e["gpus"] * e["peak_flops_per_gpu"]),
         }
-        row["run_summaries"] = _summaries(SweepDir(sweep_dir).runs)
+        row["run_summaries"] = _summaries(SweepDir(sweep_dir).runs, since=t0)
     if out.returncode != 0 or not row.get("runs"):
         row["failure"] = _tail(log)
     return row
 
 
-def _summaries(runs: Path) -> list[dict]:
-    """Each run's own figures: where the sweep's time went."""
+def _summaries(runs: Path, since: float) -> list[dict]:
+    """Each run's own figures, of the runs this launch finished: where the sweep's time went."""
     keep = (
         *("run_id", "d_model", "num_experts", "steps", "tokens_per_s", "mfu", "time", "status"),
         *("peak_memory_gb", "peak_reserved_gb"),  # against what packing assumed for them
     )
     out = []
     for p in sorted(runs.glob(f"*/{SUMMARY}")):
+        if p.stat().st_mtime < since:
+            continue
         s = read_json(p) or {}
         out.append({k: s.get(k) for k in keep})
     return out

@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.record import CONFIG
 from experiments.sweep.plan import PlannedRun
 from experiments.sweep.slurm import FORWARDED_HYDRA
 from experiments.sweep.spec import SweepSpec
@@ -96,8 +98,9 @@ def launch_plan(
     """The launcher and packing overrides for the child, unless the user chose a launcher.
 
     On GPUs: runs_per_gpu runs share each GPU (joblib, one worker per slot), sized by what
-    the done runs among ``planned`` (run id -> config) measured where a shape has trained
-    (their summaries are read only here, where packing uses them). On CPUs:
+    the sweep folder's done runs measured where a shape has trained (``planned``: run id ->
+    config of this invocation's runs; the summaries are read only here, where packing uses
+    them). On CPUs:
     one run per core, one thread each (small models: two one-thread processes train ~1.8x
     faster than one with two threads, measured on the demo's models)."""
     if any(o.startswith("hydra/launcher") for o in user):
@@ -116,8 +119,6 @@ def launch_plan(
         )
     from experiments.sweep.packing import choose_runs_per_gpu, measured_memory
 
-    planned = planned or {}
-    done = [(planned[rid], s) for rid, s in sweep_dir.done_summaries(list(planned)).items()]
     pack = choose_runs_per_gpu(
         configs,
         gpu_bytes,
@@ -125,7 +126,7 @@ def launch_plan(
         n_gpus,
         cfg.runs_per_gpu,
         train_tokens,
-        measured_memory(done),
+        measured_memory(done_runs(sweep_dir, planned or {})),
     )
     print(f"packing: {pack.runs_per_gpu} run(s) per GPU on {n_gpus} GPU(s): {pack.reason}")
     jobs = pack.runs_per_gpu * n_gpus
@@ -135,6 +136,25 @@ def launch_plan(
     if jobs > 1:
         out += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
     return LaunchPlan(out, compile_env(sweep_dir, jobs), pack.runs_per_gpu > 1, jobs)
+
+
+def done_runs(sweep_dir: SweepDir, planned: dict) -> list[tuple]:
+    """(config, summary) of every done run in the sweep folder: a planned run by its planned
+    config, any other (a replicate seed's first seed, a budget left out now) by the config it
+    recorded. A record that no longer reads as a config measures nothing."""
+    from experiments.config import ConfigError, from_dict
+
+    out = []
+    for rid, summary in sweep_dir.done_summaries().items():
+        tc = planned.get(rid)
+        if tc is None:
+            try:
+                recorded = yaml.safe_load((sweep_dir.run(rid) / CONFIG).read_text())
+                tc = from_dict(recorded, read_corpus=False)
+            except (OSError, yaml.YAMLError, ConfigError, TypeError, ValueError):
+                continue
+        out.append((tc, summary))
+    return out
 
 
 def work_of(runs: list[PlannedRun]) -> dict[str, RunWork]:

@@ -88,9 +88,10 @@ class SweepDir:
     def states(self, run_ids: list[str]) -> dict[str, State]:
         return {rid: run_state(self.run(rid)) for rid in run_ids}
 
-    def done_summaries(self, run_ids: list[str]) -> dict[str, dict]:
-        """The summaries of the runs among ``run_ids`` that are done."""
-        found = {rid: read_json(self.run(rid) / SUMMARY) for rid in run_ids}
+    def done_summaries(self) -> dict[str, dict]:
+        """The summaries of the folder's done runs, planned now or not (an earlier seed, or a
+        budget or variant this invocation leaves out), by run id."""
+        found = {p.parent.name: read_json(p) for p in sorted(self.runs.glob(f"*/{SUMMARY}"))}
         return {rid: s for rid, s in found.items() if s and s.get("status") == "done"}
 
     def steps_done(self, run_ids: list[str]) -> dict[str, int]:

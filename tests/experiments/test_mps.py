@@ -12,9 +12,23 @@ from experiments.sweep.launch import compile_env
 from experiments.sweep.sweep_dir import SweepDir
 
 FAKE = """#!/usr/bin/env bash
-echo "$@ $(cat)" >> "{log}"
+in=$(cat)
+echo "$@ $in" >> "{log}"
 {body}
 """
+# As the real daemon: -d creates the control pipe, a query answers while the pipe is there,
+# "quit" removes it (after {delay} s: the daemon waits for its server to exit).
+DAEMON = """case "$1 $in" in
+  "-d "*) touch {pipe}/control ;;
+  *quit*) (sleep {delay}; rm -f {pipe}/control) >/dev/null 2>&1 & ;;
+  *) [ -e {pipe}/control ] ;;
+esac"""
+
+
+def _calls(log: Path) -> list[str]:
+    """What the sweep told the daemon to do (its queries left out)."""
+    said = log.read_text().splitlines() if log.exists() else []
+    return [c for c in said if "get_server_list" not in c]
 
 
 def _fake_control(tmp_path: Path, monkeypatch, body: str) -> Path:
@@ -29,25 +43,39 @@ def _fake_control(tmp_path: Path, monkeypatch, body: str) -> Path:
     return log
 
 
-def test_the_sweep_starts_mps_and_stops_it_after(tmp_path, monkeypatch):
-    # -d creates the control pipe as the real daemon does; "quit" on stdin removes it.
-    log = _fake_control(
-        tmp_path,
-        monkeypatch,
-        'if [ "$1" = "-d" ]; then touch {pipe}/control; else rm -f {pipe}/control; fi',
-    )
+@pytest.mark.parametrize("delay", [0, 0.6])
+def test_the_sweep_starts_mps_and_stops_it_after(tmp_path, monkeypatch, delay):
+    """The sweep returns once its daemon is gone, not when it was told to quit: a sweep launched
+    next must not take a quitting daemon for one that will serve it."""
+    log = _fake_control(tmp_path, monkeypatch, DAEMON.replace("{delay}", str(delay)))
     with mps.mps_daemon(True) as note:
         assert note.startswith("MPS: started") and mps.running()
     assert not mps.running()
-    assert log.read_text().split("\n")[:2] == ["-d ", " quit"]
+    assert _calls(log) == ["-d ", " quit"]
+    with mps.mps_daemon(True) as note:  # the next sweep starts its own
+        assert note.startswith("MPS: started")
 
 
 def test_a_running_daemon_is_used_and_left_alone(tmp_path, monkeypatch):
-    log = _fake_control(tmp_path, monkeypatch, "exit 0")
+    log = _fake_control(tmp_path, monkeypatch, DAEMON.replace("{delay}", "0"))
     (tmp_path / "pipe" / "control").touch()
     with mps.mps_daemon(True) as note:
         assert "already running" in note
-    assert not log.exists() and mps.running()  # never started, never stopped
+    assert _calls(log) == [] and mps.running()  # never started, never stopped
+
+
+def test_a_control_pipe_that_nothing_answers_is_not_a_daemon(tmp_path, monkeypatch):
+    """A daemon that died leaves its pipe: the sweep starts one rather than run without."""
+    # this stand-in answers once -d has started it, whatever the pipe says
+    daemon = DAEMON.replace("[ -e {pipe}/control ]", "[ -e {pipe}/up ]").replace("{delay}", "0")
+    log = _fake_control(
+        tmp_path, monkeypatch, daemon.replace("touch {pipe}/control", "touch {pipe}/up")
+    )
+    (tmp_path / "pipe" / "control").touch()
+    assert not mps.running()
+    with mps.mps_daemon(True) as note:
+        assert note.startswith("MPS: started") and mps.running()
+    assert _calls(log) == ["-d ", " quit"]
 
 
 def test_a_daemon_that_cannot_start_is_one_line_and_no_stop(tmp_path, monkeypatch):

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
-from experiments.config import ConfigError, from_dict
+from experiments.config import ConfigError, as_dict, from_dict
 from experiments.sweep import launch
 from experiments.sweep.packing import (
     CONTEXT_BYTES,
@@ -102,11 +103,34 @@ def test_the_sweep_packs_by_its_done_runs(tmp_path, monkeypatch):
     (sweep_dir.run("c")).mkdir(parents=True)  # a run still training: no summary
     cfg = OmegaConf.create({"runs_per_gpu": "auto"})
     planned = {"a": tc, "b": tc, "c": tc}
-    assert len(sweep_dir.done_summaries(list(planned))) == 2
+    assert sorted(sweep_dir.done_summaries()) == ["a", "b"]
     estimated = launch.launch_plan(cfg, [tc], [], sweep_dir, 0)
     by_records = launch.launch_plan(cfg, [tc], [], sweep_dir, 0, planned)
     assert "run.gpu_slots=2" in estimated.overrides
     slots = [o for o in by_records.overrides if o.startswith("run.gpu_slots=")]
+    assert slots and int(slots[0].split("=")[1]) > 2
+
+
+def test_a_new_seed_packs_by_the_runs_its_sweep_already_has(tmp_path, monkeypatch):
+    """Replicates added to a done sweep (``sweep.seeds=[1]`` after seed 0): the earlier seed's
+    runs are not in the new plan, and their recorded configs key what they measured. On the
+    H200 (2026-12-03) this launch packed by the estimate, reading only the planned runs."""
+    seed0, seed1 = _config(tmp_path), _config(tmp_path, "seed=1")
+    estimate = run_memory_bytes(seed0)
+    monkeypatch.setattr(launch, "gpus", lambda: (1, int(3.2 * estimate), 1e15))
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 64)
+    sweep_dir = SweepDir(Path(tmp_path) / "sw")
+    run = sweep_dir.run("seed0")
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps(_done(0.05 * (estimate - CONTEXT_BYTES) / 2**30)))
+    (run / "config.yaml").write_text(yaml.safe_dump(as_dict(seed0)))
+    broken = sweep_dir.run("old")  # a record whose config no longer reads: it measures nothing
+    broken.mkdir()
+    (broken / "summary.json").write_text(json.dumps(_done(1000.0)))
+    (broken / "config.yaml").write_text("model: {d_model: -3}\n")
+    cfg = OmegaConf.create({"runs_per_gpu": "auto"})
+    plan = launch.launch_plan(cfg, [seed1], [], sweep_dir, 0, {"seed1": seed1})
+    slots = [o for o in plan.overrides if o.startswith("run.gpu_slots=")]
     assert slots and int(slots[0].split("=")[1]) > 2
 
 
@@ -120,5 +144,5 @@ def test_the_sweep_benchmark_keeps_each_runs_memory(tmp_path):
             {"run_id": "r1", "status": "done", "peak_memory_gb": 5.3, "peak_reserved_gb": 6.1}
         )
     )
-    (row,) = _summaries(tmp_path)
+    (row,) = _summaries(tmp_path, since=0)
     assert (row["run_id"], row["peak_memory_gb"], row["peak_reserved_gb"]) == ("r1", 5.3, 6.1)
