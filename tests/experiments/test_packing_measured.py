@@ -13,6 +13,7 @@ from experiments.config import ConfigError, as_dict, from_dict
 from experiments.sweep import launch
 from experiments.sweep.packing import (
     CONTEXT_BYTES,
+    MEASURED_CONTEXT_BYTES,
     MEASURED_MARGIN,
     choose_runs_per_gpu,
     measured_memory,
@@ -55,7 +56,7 @@ def test_a_measured_shape_packs_by_what_it_held(tmp_path):
     other_seed = _config(tmp_path, "seed=7", "optim.lr=1e-2", "budget.flops=2e12")
     measured = measured_memory([(tc, _done(held[0])), (other_seed, _done(held[1]))])
     need, n = measured[memory_shape(tc)]
-    assert n == 2 and need == int(MEASURED_MARGIN * max(held) * 2**30) + CONTEXT_BYTES
+    assert n == 2 and need == int(MEASURED_MARGIN * max(held) * 2**30) + MEASURED_CONTEXT_BYTES
     p = choose_runs_per_gpu([tc], gpu, 64, 1, measured=measured)
     assert p.runs_per_gpu == min(8, int(0.8 * gpu / need)) > 2
     assert "measured on 2 run(s) of its shape" in p.reason

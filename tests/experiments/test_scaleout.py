@@ -76,9 +76,13 @@ def test_ddp_and_fsdp_reproduce_one_process(tmp_path):
         assert _summary(tmp_path, root)["run_id"] == _summary(tmp_path, "one")["run_id"]
         assert _summary(tmp_path, root)["world_size"] == 2
         got = _losses(tmp_path, root)
-        assert len(got) == len(one) and max(abs(a - b) for a, b in zip(one, got)) < 1e-4, root
+        # The same steps up to float32 rounding, which the ranks' other reduction order makes
+        # grow over the run's 160 steps to ~1e-4 (1.1e-4 for FSDP here, 2026-12-03). A real
+        # difference is far larger: the LR 3% off moves these losses by up to 0.038 (0.023 at
+        # the first logged step), another seed's batches by 0.43.
+        assert len(got) == len(one) and max(abs(a - b) for a, b in zip(one, got)) < 1e-3, root
         assert (
-            abs(_summary(tmp_path, root)["val_loss"] - _summary(tmp_path, "one")["val_loss"]) < 1e-4
+            abs(_summary(tmp_path, root)["val_loss"] - _summary(tmp_path, "one")["val_loss"]) < 1e-3
         )
 
 
