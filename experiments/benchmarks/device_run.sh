@@ -4,7 +4,8 @@
 #   tests[:<path>]    the GPU tests (pytest -m gpu), all or those under <path>
 #   bench:<configs>   experiments.benchmarks.sweep_bench --slice study with those configs
 #                     (default, no-mps, whole-model, eager, max-autotune, single, megablocks,
-#                     base, d256, ...)
+#                     seed1, base, d256, ...), on the corpus at $MOE_GPU_DATA: one that fits a
+#                     call is made by experiments/benchmarks/bench_corpus.py (carry its folder)
 #   multigpu          issue 15 on a host of 2+ GPUs: the 2-GPU tests, data-parallel scaling
 #                     (base e8k1 and E=64 K=8, same batch per GPU), the loss curve at one
 #                     global batch, expert vs data parallel at E=64 and E=256

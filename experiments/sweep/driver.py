@@ -372,11 +372,11 @@ def run_sweep(cfg: DictConfig) -> int:
                 print(mps_note, flush=True)
             code = launch(sweep_dir, spec, todo, cfg.retry_failed, how.overrides, how.env)
         n_gpus, _, peak = gpus()
-        print(
-            format_efficiency(
-                [sweep_dir.record_throughput(before, work, time.time() - t_launch, n_gpus, peak)]
-            )
+        under = {"runs_at_once": how.jobs, "mps": mps_note if how.packed else None}
+        entry = sweep_dir.record_throughput(
+            before, work, time.time() - t_launch, n_gpus, peak, under
         )
+        print(format_efficiency([entry]))
         if code >= 128:  # the runs were interrupted by a signal: stop here as well
             print(format_status(sweep_dir.states(ids), names))
             return code

@@ -112,13 +112,16 @@ class SweepDir:
         wall: float,
         gpus: int,
         peak: float | None,
+        conditions: dict | None = None,
     ) -> dict:
         """Append this invocation's throughput to the log, and return it: the steps its runs
         advanced past what they had recorded when it started (``before``, from steps_done),
         at each run's FLOPs and tokens a step. A sweep stopped and resumed over several
         invocations is counted once: a resumed run's earlier steps belong to the invocation
         that trained them, an interrupted run's steps to this one, and steps trained again
-        after a kill lost them count nowhere (they are the waste the number should show)."""
+        after a kill lost them count nowhere (they are the waste the number should show).
+        ``conditions``: what the number was measured under (runs at once, MPS), kept with it:
+        a sweep once ran without MPS and its log did not say so."""
         after = self.steps_done(list(before))
         flops = tokens = 0.0
         steps = finished = 0
@@ -138,7 +141,7 @@ class SweepDir:
             "flops": flops,
             "tokens": tokens,
             "peak_flops_per_gpu": peak,
-        }
+        } | (conditions or {})
         with open(self.log, "a") as f:
             f.write(json.dumps(entry) + "\n")
         return entry

@@ -104,6 +104,9 @@ def test_micro_sweep_goes_past_a_failed_run_retries_it_then_trains_nothing(tmp_p
     assert "1 failed" in status.stdout
     retried = _sweep(tmp_path, *now, "retry_failed=true")
     assert retried.returncode == 0 and "3 runs: 3 done" in retried.stdout
+    # each invocation's throughput says what it ran under: one run now, on CPU (no MPS)
+    last = SweepDir(tmp_path / "sw").throughput_log()[-1]
+    assert (last["runs"], last["runs_at_once"], last["mps"]) == (1, 1, None)
     summaries = [
         json.loads(p.read_text()) for p in (tmp_path / "sw" / "runs").glob("*/summary.json")
     ]

@@ -36,7 +36,9 @@ def test_a_resumed_sweep_counts_each_step_in_the_invocation_that_trained_it(tmp_
     _record(sweep, "b", 100, done=True)
     _record(sweep, "c", 30, done=False)
     _record(sweep, "d", 100, done=True)
-    entry = sweep.record_throughput(before, work, wall=10.0, gpus=1, peak=1e15)
+    under = {"runs_at_once": 8, "mps": "MPS: started for this sweep's packed runs"}
+    entry = sweep.record_throughput(before, work, wall=10.0, gpus=1, peak=1e15, conditions=under)
+    assert entry["runs_at_once"] == 8 and entry["mps"].startswith("MPS: started")
     assert entry["steps"] == 60 + 30 + 50
     assert entry["runs"] == 2  # b and d finished here; a had finished before
     assert entry["flops"] == pytest.approx(60 * 2e12 + 30 * 1e12 + 50 * 4e12)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Eleventh session, call 1 (a cold machine): the study slice's sweep benchmark, then the slice's
 # second seed launched into the same sweep folder (the compile cache warm, each shape packed by
-# what its seed-0 run held), on the first 50M tokens of study 2's corpus (.bench-data, carried).
+# what its seed-0 run held), on the first 50M tokens of study 2's corpus (.bench-data, carried;
+# made by `python -m experiments.benchmarks.bench_corpus <study 2's corpus> .bench-data`).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export MOE_GPU_DATA=$PWD/.bench-data
