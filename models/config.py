@@ -178,6 +178,10 @@ class ModelConfig(Typed):
     """mla: the rotary part of each head's query and key (None: head_dim / 2, as V2/V3)."""
     init_std: float = 0.02
     """Std of the normal init; residual-branch outputs use init_std / sqrt(2 n_layers)."""
+    loss_chunk_tokens: int = field(default=0, metadata=LOGISTICS)
+    """0: the loss from the whole (tokens x vocab) logits; C > 0: the unembedding and the loss
+    C tokens at a time, the logits never held whole (models/chunked_loss.py; the same loss and
+    gradients up to rounding, so not part of a run's identity)."""
     moe: MoEConfig = field(default_factory=MoEConfig)
     """The feed-forward layer (dense or MoE)."""
 
@@ -186,6 +190,11 @@ class ModelConfig(Typed):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "seq_len"):
             value = getattr(self, name)
             check(value >= 1, f"model.{name}", f"must be >= 1, got {value}")
+        check(
+            self.loss_chunk_tokens >= 0,
+            "model.loss_chunk_tokens",
+            f"must be >= 0 (0: whole), got {self.loss_chunk_tokens}",
+        )
         check(
             self.d_model % self.n_heads == 0,
             "model.n_heads",

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.chunked_loss import chunked_cross_entropy
 from models.config import ModelConfig
 from models.expert_parallel import EPGroup
 from models.mla import LatentAttention
@@ -182,15 +183,25 @@ class MoETransformer(nn.Module):
         self, x_BSD: torch.Tensor, targets_BS: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Final norm and unembedding: (logits, None) without targets, (None, mean cross-entropy
-        in float32) with them. Training gets no logits: an output of the compiled head that the
-        loss does not use is handed a zero gradient by autograd, a logits-sized fill and add
-        every step (537 MB at 32,768 tokens x 8,192 tokens of vocabulary, ~3% of the second
+        in float32, float64 in a float64 model) with them; with ``model.loss_chunk_tokens`` the
+        loss comes from chunks of tokens, the logits never held whole (models/chunked_loss.py).
+        Training gets no logits: an output of the compiled head that the loss does not use is
+        handed a zero gradient by autograd, a logits-sized fill and add every step (537 MB at 32,768 tokens x 8,192 tokens of vocabulary, ~3% of the second
         study's d 192 step on the H200: docs/gpu-performance.md)."""
-        logits_BSV = self.lm_head(self.norm(x_BSD))
+        h_BSD = self.norm(x_BSD)
+        if targets_BS is not None and self.cfg.loss_chunk_tokens:
+            h_TD = h_BSD.reshape(-1, h_BSD.shape[-1])
+            chunk = self.cfg.loss_chunk_tokens
+            return None, chunked_cross_entropy(
+                h_TD, self.lm_head.weight, targets_BS.reshape(-1), chunk
+            )
+        logits_BSV = self.lm_head(h_BSD)
         if targets_BS is None:
             return logits_BSV, None
+        # in float32 from bf16 logits; a float64 model (the exactness tests) stays float64
+        acc = torch.promote_types(logits_BSV.dtype, torch.float32)
         loss = F.cross_entropy(
-            logits_BSV.float().view(-1, logits_BSV.shape[-1]), targets_BS.reshape(-1)
+            logits_BSV.to(acc).view(-1, logits_BSV.shape[-1]), targets_BS.reshape(-1)
         )
         return None, loss
 

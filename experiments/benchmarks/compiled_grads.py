@@ -18,7 +18,9 @@ autograd functions), ``max_top2`` (the router's top-2 as two max-reductions inst
 of the compiled graph), ``one_graph`` (a top-k > 1 router compiled into the experts' graph, as
 before the fix; the layer now breaks the graph between them, models/moe.py: the diagnosis's
 cases add it), ``detach_weights`` (no gradient from the experts into the router weights),
-``no_renorm`` (top-2 weights not renormalised), ``no_aux`` (no load-balancing or z-loss).
+``no_renorm`` (top-2 weights not renormalised), ``no_aux`` (no load-balancing or z-loss),
+``chunked_loss`` (not a suspect: the head's loss in chunks of 4,096 tokens,
+``model.loss_chunk_tokens``, checked compiled as every other path is).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ CONFIG_VARIANTS = {
     "no_renorm": {"renormalize": False},
     "no_aux": {"load_balance_coef": 0.0, "z_loss_coef": 0.0},
 }
+# variants of the model's own config (the others change its MoE config)
+MODEL_VARIANTS = {"chunked_loss": {"loss_chunk_tokens": 4096}}
 
 
 @contextlib.contextmanager
@@ -118,7 +122,7 @@ def variant(names: list[str]) -> Iterator[None]:
     """The native backend with pieces swapped (restored on exit); models are built inside."""
     with contextlib.ExitStack() as stack:
         for name in names:
-            if name not in CONFIG_VARIANTS:
+            if name not in CONFIG_VARIANTS | MODEL_VARIANTS:
                 for owner, attr, value in _patches(name):
                     stack.enter_context(_patched(owner, attr, value))
         yield
@@ -146,6 +150,8 @@ def compare(case: str, steps: int, batch: int = 64, device: str = "cuda") -> dic
     names = rest[0].split("+") if rest else []
     for config_variant in set(names) & set(CONFIG_VARIANTS):
         cfg = replace(cfg, moe=replace(cfg.moe, **CONFIG_VARIANTS[config_variant]))
+    for model_variant in set(names) & set(MODEL_VARIANTS):
+        cfg = replace(cfg, **MODEL_VARIANTS[model_variant])
     with variant(names):
         eager = MoETransformer(cfg).to(device)
         compiled = copy.deepcopy(eager)

@@ -232,3 +232,15 @@ def test_compiled_training_steps_give_the_eager_gradients(top_k, mode):
     result = compare(f"top{top_k}-{mode}:{top_k}:{mode}", steps=4)
     for step in result["steps"]:
         assert step["worst_rel_err"] < 0.2, step
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_a_compiled_chunked_loss_gives_the_eager_gradients(mode):
+    """model.loss_chunk_tokens (its gradients made in the forward, by a custom autograd
+    function) compiled as the trainer compiles the head, against the same model eager, with the
+    bound of the test above (that the chunked loss is the whole one: test_chunked_loss.py)."""
+    from experiments.benchmarks.compiled_grads import compare
+
+    result = compare(f"chunked-{mode}:1:{mode}:chunked_loss", steps=4)
+    for step in result["steps"]:
+        assert step["worst_rel_err"] < 0.2, step
