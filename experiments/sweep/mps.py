@@ -31,10 +31,10 @@ def pipe_dir() -> Path:
 
 def running() -> bool:
     """Whether a control daemon answers on this user's pipe directory. Its control pipe alone
-    does not say so: a daemon told to quit keeps answering until its server has exited, and a
-    daemon that died leaves the pipe behind. On the H200 (2026-12-03) a sweep launched right
-    after another found the first one's quitting daemon, "used" it, and trained at the pace of
-    packed runs without MPS (9.9% against 11.5% aggregate MFU)."""
+    does not say so: a daemon that has quit leaves ``control``, ``control_lock`` and
+    ``control_privileged`` behind (seen on the H200, 2026-12-03). A sweep launched after another
+    there took the pipe for a daemon, and its packed runs, finding none, were time-sliced
+    (9.9% against 11.5% aggregate MFU)."""
     if not (pipe_dir() / "control").exists():
         return False
     try:
@@ -52,8 +52,9 @@ def _control(
 
 
 def _stop() -> None:
-    """Tell the daemon to quit and wait until it has: the next sweep on this machine must find
-    either a daemon that serves it or none, which it then starts."""
+    """Tell the daemon to quit and wait until it no longer answers (it waits for running
+    clients first): the next sweep on this machine must find a daemon that serves it or none,
+    which it then starts."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         _control(text="quit\n")  # lets running clients finish before the daemon exits
     deadline = time.monotonic() + QUIT_TIMEOUT_S
