@@ -14,16 +14,16 @@ conf/sweep/study_bench.yaml sets). 50M tokens of study 2's corpus are 17 MB of x
 from __future__ import annotations
 
 import argparse
-import lzma
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from experiments.data.dataset import corpus_meta
+from experiments.data.shards import compress
 from experiments.files import atomic_write_bytes, atomic_write_json
 
-KEPT_WHOLE = ("val.bin", "val_docs.npy", "tokenizer.json")
+SPLITS = ("train.bin", "val.bin")
 
 
 def _count(text: str) -> int:
@@ -34,16 +34,17 @@ def _count(text: str) -> int:
 def bench_corpus(src: Path, out: Path, tokens: int) -> dict:
     """Write the cut corpus under ``out``; returns its meta."""
     meta = corpus_meta(src)
-    if not meta or not (src / "train.bin").exists():
-        raise SystemExit(f"{src}: not a prepared corpus (meta.json and train.bin)")
+    if not meta or not all((src / split).exists() for split in SPLITS):
+        raise SystemExit(f"{src}: not a prepared corpus (meta.json, train.bin and val.bin)")
     train = np.memmap(src / "train.bin", dtype=meta.get("dtype", "uint16"), mode="r")[:tokens]
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "train.bin.xz", lzma.compress(train.tobytes(), preset=6))
-    for name in KEPT_WHOLE:
-        if name == "val.bin" and (src / name).exists():
-            atomic_write_bytes(out / "val.bin.xz", lzma.compress((src / name).read_bytes()))
-        elif (src / name).exists():
+    atomic_write_bytes(out / "train.bin", train.tobytes())
+    for name in ("val.bin", "val_docs.npy", "tokenizer.json"):
+        if (src / name).exists():
             shutil.copyfile(src / name, out / name)
+    compress(out)  # the .xz copies `experiments.prepare --xz` makes; only they travel
+    for split in SPLITS:
+        (out / split).unlink()
     meta.setdefault("splits", {})["train"] = {"tokens": len(train)}  # documents: not counted
     meta.setdefault("notes", []).append(
         f"the first {len(train):,} training tokens of corpus {meta.get('key', src.name)}, for "
