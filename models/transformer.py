@@ -186,8 +186,9 @@ class MoETransformer(nn.Module):
         in float32, float64 in a float64 model) with them; with ``model.loss_chunk_tokens`` the
         loss comes from chunks of tokens, the logits never held whole (models/chunked_loss.py).
         Training gets no logits: an output of the compiled head that the loss does not use is
-        handed a zero gradient by autograd, a logits-sized fill and add every step (537 MB at 32,768 tokens x 8,192 tokens of vocabulary, ~3% of the second
-        study's d 192 step on the H200: docs/gpu-performance.md)."""
+        handed a zero gradient by autograd, a logits-sized fill and add every step (537 MB at
+        32,768 tokens x 8,192 tokens of vocabulary, ~3% of the second study's d 192 step on the
+        H200: docs/gpu-performance.md)."""
         h_BSD = self.norm(x_BSD)
         if targets_BS is not None and self.cfg.loss_chunk_tokens:
             h_TD = h_BSD.reshape(-1, h_BSD.shape[-1])
