@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,11 @@ def bench_corpus(src: Path, out: Path, tokens: int) -> dict:
     """Write the cut corpus under ``out``; returns its meta."""
     meta = corpus_meta(src)
     if not meta or not all((src / split).exists() for split in SPLITS):
-        raise SystemExit(f"{src}: not a prepared corpus (meta.json, train.bin and val.bin)")
+        print(
+            f"error: {src}: not a prepared corpus (meta.json, train.bin and val.bin)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     train = np.memmap(src / "train.bin", dtype=meta.get("dtype", "uint16"), mode="r")[:tokens]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "train.bin", train.tobytes())
