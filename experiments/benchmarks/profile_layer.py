@@ -3,7 +3,8 @@
 python -m experiments.benchmarks.profile_layer --backend native --experts 64 --top-k 8 [--compile]
 
 ``--compile`` profiles the layer inside ``torch.compile`` (default mode: no CUDA graphs, so the
-profiler sees every kernel), as a training run executes it.
+profiler sees every kernel), as a training run executes it. ``--experts 1`` profiles the dense
+layer of the same active size (hidden top_k x ffn) instead: what the MoE layer is measured against.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from models import ModelConfig, MoEConfig
-from models.moe import MoE
+from models.moe import DenseMLP, MoE
 
 
 def main() -> None:
@@ -34,7 +36,9 @@ def main() -> None:
         d_ff=a.ffn,
         moe=MoEConfig(num_experts=a.experts, top_k=a.top_k, backend=a.backend),
     )
-    moe = MoE(cfg).cuda()  # float32 weights under bf16 autocast, as training keeps them
+    # float32 weights under bf16 autocast, as training keeps them
+    dense = a.experts == 1
+    moe = (DenseMLP(a.d_model, a.top_k * a.ffn, glu=True) if dense else MoE(cfg)).cuda()
     x = torch.randn(a.tokens, a.d_model, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     gy = torch.randn_like(x)
     layer = torch.compile(moe) if a.compile else moe
@@ -42,8 +46,11 @@ def main() -> None:
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             y, aux = layer(x)
-        # the router's losses take part, as in training
-        torch.autograd.backward([y, aux.aux_loss], [gy, torch.ones_like(aux.aux_loss)])
+        # the router's losses take part, as in training (a dense layer has none)
+        outputs, grads = [y], [gy]
+        if aux.aux_loss.requires_grad:
+            outputs, grads = [y, aux.aux_loss], [gy, torch.ones_like(aux.aux_loss)]
+        torch.autograd.backward(outputs, grads)
 
     for _ in range(5):
         step()
@@ -56,6 +63,10 @@ def main() -> None:
         sort_by="cuda_time_total", row_limit=a.rows, max_name_column_width=90
     )
     print(table)
+    kernels_us = sum(
+        e.self_device_time_total for e in prof.key_averages() if e.device_type == DeviceType.CUDA
+    )
+    print(f"GPU kernel time: {kernels_us / 1e3 / 10:.3f} ms a step (fwd+bwd)")
 
 
 if __name__ == "__main__":
