@@ -15,6 +15,7 @@ from torch import nn
 
 from models.chunked_loss import chunked_cross_entropy
 from models.config import ModelConfig
+from models.cross_entropy import cross_entropy
 from models.expert_parallel import EPGroup
 from models.mla import LatentAttention
 from models.moe import DenseMLP, FFNAux, MoE, init_stds
@@ -200,10 +201,7 @@ class MoETransformer(nn.Module):
         if targets_BS is None:
             return logits_BSV, None
         # in float32 from bf16 logits; a float64 model (the exactness tests) stays float64
-        acc = torch.promote_types(logits_BSV.dtype, torch.float32)
-        loss = F.cross_entropy(
-            logits_BSV.to(acc).view(-1, logits_BSV.shape[-1]), targets_BS.reshape(-1)
-        )
+        loss = cross_entropy(logits_BSV.view(-1, logits_BSV.shape[-1]), targets_BS.reshape(-1))
         return None, loss
 
     def forward(self, idx_BS: torch.Tensor, targets_BS: torch.Tensor | None = None) -> LMOutput:

@@ -16,7 +16,7 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-from models.backends.common import ExpertWeights, compute_dtype, sort_by_expert
+from models.backends.common import ExpertWeights, compute_dtype, sort_by_expert, swiglu
 
 
 def grouped_mm_available() -> bool:
@@ -52,14 +52,6 @@ class _Permute(torch.autograd.Function):
     def backward(ctx, g):
         (inverse,) = ctx.saved_tensors
         return g.index_select(0, inverse), None, None
-
-
-def _swiglu_weighted(h_A2F: torch.Tensor, w_A1: torch.Tensor) -> torch.Tensor:
-    # The router weight is applied here (linear through the down projection), so the combine
-    # is a plain sum over K; computed in float32 inside one fused kernel when compiled.
-    f = h_A2F.shape[1] // 2
-    g, u = h_A2F[:, :f].float(), h_A2F[:, f:].float()
-    return (F.silu(g) * u * w_A1).to(h_A2F.dtype)
 
 
 def _gelu_weighted(h_AF: torch.Tensor, w_A1: torch.Tensor) -> torch.Tensor:
@@ -102,7 +94,7 @@ def native_experts(
     x_AD = _GatherTokens.apply(x_TD.to(dtype), order_A, inverse_A, K)
     w_A1 = weights_TK.reshape(-1)[order_A].float().unsqueeze(1)
     h_AH = torch._grouped_mm(x_AD, w.w_in_EHD.to(dtype).transpose(-2, -1), offs=offs_E)
-    h_AF = _fuse(_swiglu_weighted if w.glu else _gelu_weighted, h_AH)(h_AH, w_A1)
+    h_AF = _fuse(swiglu if w.glu else _gelu_weighted, h_AH)(h_AH, w_A1)
     y_AD = torch._grouped_mm(h_AF, w.w_out_EFD.to(dtype), offs=offs_E)
     y_TKD = _Permute.apply(y_AD, inverse_A, order_A).view(T, K, D)
     return y_TKD.sum(1, dtype=torch.float32).to(x_TD.dtype)
