@@ -41,10 +41,12 @@ class _SwiGLU(torch.autograd.Function):
     float32 (float64 stays float64), rounded to h's dtype once. Autograd's own backward of this
     expression made inductor emit two kernels over the step's largest activation (on the H200,
     d 192, E16: 119 us and 49 us a layer, 2-3x what reading it once costs): one wrote the two
-    halves of dh through a slice-backward, loading g and the incoming gradient once for each
-    half, and another read everything again for the router weight's gradient. Written out, the
-    gradients are pointwise terms and row sums over the same (N, F) elements, each input read
-    once (docs/gpu-performance.md, twelfth session)."""
+    halves of dh through a slice-backward, and another read everything again for the router
+    weight's gradient. Written out, the first takes 105 us (with the loss's backward written
+    out too, the study step's kernels took 1.5% less: docs/gpu-performance.md, twelfth
+    session). It is still not one read of each input: inductor lowers the concatenation of dg
+    and du as one pointwise kernel over both halves, which loads g and the incoming gradient
+    once for each half."""
 
     @staticmethod
     def forward(ctx, h_N2F, w_N1):  # type: ignore[override]
