@@ -10,16 +10,17 @@ layer of the same active size (hidden top_k x ffn) instead: what the MoE layer i
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
-from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from experiments.benchmarks.timing import kernel_ms_per_step
 from models import ModelConfig, MoEConfig
 from models.moe import DenseMLP, MoE
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", default="native")
     ap.add_argument("--experts", type=int, default=64)
@@ -29,7 +30,7 @@ def main() -> None:
     ap.add_argument("--ffn", type=int, default=1024)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--rows", type=int, default=30)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     cfg = ModelConfig(
         d_model=a.d_model,
         n_heads=max(1, a.d_model // 64),
@@ -63,11 +64,8 @@ def main() -> None:
         sort_by="cuda_time_total", row_limit=a.rows, max_name_column_width=90
     )
     print(table)
-    kernels_us = sum(
-        e.self_device_time_total for e in prof.key_averages() if e.device_type == DeviceType.CUDA
-    )
-    print(f"GPU kernel time: {kernels_us / 1e3 / 10:.3f} ms a step (fwd+bwd)")
+    print(f"GPU kernel time: {kernel_ms_per_step(prof, 10):.3f} ms a step (fwd+bwd)")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from experiments.benchmarks.timing import kernel_ms_per_step
 from experiments.config import from_dict
 from experiments.data.dataset import open_dataset
-from experiments.distributed.devices import gpu_slot
+from experiments.distributed.devices import DATASHEET_BF16_PEAK, gpu_slot, peak_flops
 from experiments.record import RunDir
 from experiments.train import resolve
 from experiments.trainer.loop import Trainer
@@ -87,6 +88,8 @@ def main(argv: list[str]) -> None:
             sync()
         t_synced = (time.perf_counter() - t0) / n
         tokens = tc.tokens_per_step
+        # summary.mfu's peak; the H200's datasheet where the GPU is not in the table (and on CPU)
+        peak = peak_flops(device, tc.run.peak_flops) or DATASHEET_BF16_PEAK["H200"]
         print(
             f"{tc.model.d_model=} {tc.model.n_layers=} E={tc.model.moe.num_experts} "
             f"batch={tc.train.batch_size}x{tc.model.seq_len} backend={trainer.backend} "
@@ -97,7 +100,7 @@ def main(argv: list[str]) -> None:
         )
         print(
             f"steady step: {1e3 * t_async:.2f} ms ({tokens / t_async:,.0f} tok/s, MFU "
-            f"{tokens * tc.flops_per_token / t_async / 989e12:.2%}); host alone "
+            f"{tokens * tc.flops_per_token / t_async / peak:.2%}); host alone "
             f"{1e3 * t_host:.2f} ms; with a sync per step {1e3 * t_synced:.2f} ms"
         )
         record = {
@@ -115,20 +118,20 @@ def main(argv: list[str]) -> None:
             "step_ms": 1e3 * t_async,
             "host_ms": 1e3 * t_host,
             "synced_step_ms": 1e3 * t_synced,
-            "steady_mfu": tokens * tc.flops_per_token / t_async / 989e12,
+            "steady_mfu": tokens * tc.flops_per_token / t_async / peak,
         }
         if device.type == "cuda":
             record["peak_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             record["peak_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 2**30
-        if device.type == "cuda" and profile:
-            record.update(profile_steps(trainer, rows, tokens * tc.flops_per_token))
+            if profile:
+                record.update(profile_steps(trainer, rows, tokens * tc.flops_per_token / peak))
         if json_path:
             Path(json_path).write_text(json.dumps(record, indent=1))
 
 
-def profile_steps(trainer: Trainer, rows: int, flops_per_step: float) -> dict:
-    """Print torch.profiler's tables over ten steady steps; their GPU kernel time a step."""
-    from torch.autograd import DeviceType
+def profile_steps(trainer: Trainer, rows: int, peak_seconds_per_step: float) -> dict:
+    """Print torch.profiler's tables over ten steady steps; their GPU kernel time a step, and
+    the step's MFU over that time (``peak_seconds_per_step``: what its FLOPs take at the peak)."""
     from torch.profiler import ProfilerActivity, profile
 
     n = 10
@@ -139,11 +142,10 @@ def profile_steps(trainer: Trainer, rows: int, flops_per_step: float) -> dict:
     events = prof.key_averages()
     print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=50))
     print(events.table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=90))
-    # as the table's "Self CUDA time total" sums it: the kernel events' own time, each once
-    gpu_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA)
-    gpu_ms = gpu_us / 1e3 / n
-    print(f"GPU kernel time: {gpu_ms:.2f} ms a step ({flops_per_step / gpu_ms / 989e9:.2%} MFU)")
-    return {"gpu_ms_per_step": gpu_ms, "gpu_mfu": flops_per_step / gpu_ms / 989e9}
+    gpu_ms = kernel_ms_per_step(prof, n)
+    gpu_mfu = peak_seconds_per_step / (gpu_ms / 1e3)
+    print(f"GPU kernel time: {gpu_ms:.2f} ms a step ({gpu_mfu:.2%} MFU)")
+    return {"gpu_ms_per_step": gpu_ms, "gpu_mfu": gpu_mfu}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""CUDA timing helpers shared by the benchmarks: median of event-timed repeats after warm-up."""
+"""CUDA timing helpers shared by the benchmarks: median of event-timed repeats after warm-up, and
+the kernel time of profiled steps."""
 
 from __future__ import annotations
 
@@ -32,3 +33,13 @@ def matmul_peak_tflops(n: int = 8192) -> float:
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     ms = bench_ms(lambda: a @ b)
     return 2 * n**3 / ms / 1e9
+
+
+def kernel_ms_per_step(prof, steps: int) -> float:
+    """GPU kernel time a step over ``steps`` profiled steps (torch.profiler), summed as its
+    table's "Self CUDA time total" sums it: the kernel events' own time, each once."""
+    from torch.autograd import DeviceType
+
+    events = prof.key_averages()
+    kernels_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA)
+    return kernels_us / 1e3 / steps

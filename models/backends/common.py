@@ -33,6 +33,13 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _gate_up(h_N2F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gate and up halves of h_N2F in float32 (float64 stays float64)."""
+    f = h_N2F.shape[-1] // 2
+    acc = torch.promote_types(h_N2F.dtype, torch.float32)
+    return h_N2F[..., :f].to(acc), h_N2F[..., f:].to(acc)
+
+
 class _SwiGLU(torch.autograd.Function):
     """y_NF = silu(g_NF) * u_NF [* w_N1] with h_N2F = [g | u], its backward written out.
 
@@ -51,18 +58,15 @@ class _SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h_N2F, w_N1):  # type: ignore[override]
         ctx.save_for_backward(h_N2F, w_N1)
-        f = h_N2F.shape[-1] // 2
-        acc = torch.promote_types(h_N2F.dtype, torch.float32)
-        g, u = h_N2F[..., :f].to(acc), h_N2F[..., f:].to(acc)
+        g, u = _gate_up(h_N2F)
         y = F.silu(g) * u
         return (y if w_N1 is None else y * w_N1).to(h_N2F.dtype)
 
     @staticmethod
     def backward(ctx, gy_NF):  # type: ignore[override]
         h_N2F, w_N1 = ctx.saved_tensors
-        f = h_N2F.shape[-1] // 2
-        acc = torch.promote_types(h_N2F.dtype, torch.float32)
-        g, u, gy = h_N2F[..., :f].to(acc), h_N2F[..., f:].to(acc), gy_NF.to(acc)
+        g, u = _gate_up(h_N2F)
+        gy = gy_NF.to(g.dtype)
         sig = torch.sigmoid(g)
         silu = g * sig
         gyw = gy if w_N1 is None else gy * w_N1

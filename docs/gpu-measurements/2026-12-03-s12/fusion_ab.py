@@ -33,8 +33,4 @@ variant, tool, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 if variant == "old":
     native.swiglu = common.swiglu = swiglu_by_autograd
     transformer.cross_entropy = cross_entropy_by_autograd
-if tool == "run_profile":
-    run_profile.main(args)
-else:
-    sys.argv = ["profile_layer", *args]
-    profile_layer.main()
+{"run_profile": run_profile.main, "profile_layer": profile_layer.main}[tool](args)

@@ -96,8 +96,4 @@ if sys.argv[1] == "check":
 variant, tool, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 if variant == "interleaved":
     native.native_experts = interleaved_experts
-if tool == "run_profile":
-    run_profile.main(args)
-else:
-    sys.argv = ["profile_layer", *args]
-    profile_layer.main()
+{"run_profile": run_profile.main, "profile_layer": profile_layer.main}[tool](args)
