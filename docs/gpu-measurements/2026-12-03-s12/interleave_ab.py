@@ -1,4 +1,6 @@
-"""The next A/B (not yet run on a GPU): the native experts with gate and up interleaved.
+"""An A/B, run in the thirteenth session and refuted (slower: E16 layer 0.757 against 0.719 ms,
+the study step 10.63-10.82 against 10.09-10.18 ms; ../2026-12-03-s13/): the native experts
+with gate and up interleaved.
 
 Call 3 found the written-out SwiGLU backward at 105 us a layer (d 192, E16) where reading its
 inputs once would take ~52 us: inductor lowers ``cat((dg, du), 1)`` as one pointwise kernel over
