@@ -130,7 +130,9 @@ class LoopConfig(Typed):
     the per-kernel launch cost that bounds small models. auto: reduce-overhead for steps of
     under 1e13 FLOPs, default above (measured: experiments/trainer/compile.py). max-autotune
     (with CUDA graphs) and max-autotune-no-cudagraphs also time Triton GEMM templates, which
-    can take the norms and pointwise ops around a GEMM into it; compilation takes longer."""
+    can take the norms and pointwise ops around a GEMM into it; compilation takes longer. On
+    Hopper GPUs with torch 2.11 they fail to compile the native experts' grouped GEMMs, so an
+    MoE run there refuses them at setup (experiments/trainer/compile.py)."""
     compile_scope: Literal["blocks", "model"] = field(default="blocks", metadata=LOGISTICS)
     """blocks: compile one transformer block (shared by every layer) and the head, so
     warm-up does not grow with depth; model: the whole model as one graph."""

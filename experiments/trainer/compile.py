@@ -28,6 +28,56 @@ def uses_cuda_graphs(mode: str) -> bool:
     return mode in CUDA_GRAPH_MODES
 
 
+# Measured on the H200 with torch 2.11 (docs/gpu-performance.md, thirteenth session): in the
+# max-autotune modes inductor generates Triton templates for the native experts' grouped GEMMs
+# for one stride order of an operand and compiles them against another (the weight's cast, a
+# gradient's transpose), and the compile fails ("Tensor descriptor last dim must be 1") after
+# minutes of autotuning, in the top-1 and top-2 layers tested, also without prologue fusion.
+# Inductor uses these templates on compute capability 9.0 and above (its
+# can_use_triton_kernel). Versions after 2.11 are not refused: none has been run on a GPU here.
+GROUPED_MM_TEMPLATES_FIXED = (2, 12)
+
+
+def compile_mode_fault(
+    mode: str,
+    backend: str,
+    dense: bool,
+    torch_version: tuple[int, int],
+    capability: tuple[int, int] | None,
+) -> str | None:
+    """Why this compile mode cannot compile this model here (None: it can). ``capability``:
+    the CUDA device's compute capability, None off CUDA."""
+    if not mode.startswith("max-autotune") or dense or backend != "native":
+        return None
+    if capability is None or capability < (9, 0) or torch_version >= GROUPED_MM_TEMPLATES_FIXED:
+        return None
+    return (
+        f"train.compile_mode={mode} fails to compile the native experts' grouped GEMMs with "
+        f"torch {torch_version[0]}.{torch_version[1]} on this GPU (inductor's Triton templates: "
+        "docs/gpu-performance.md); use compile_mode=default or auto, or moe.backend=megablocks"
+    )
+
+
+def torch_version() -> tuple[int, int]:
+    """The installed torch's (major, minor)."""
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+def checked_compile_plan(tc: TrainConfig, device: torch.device, backend: str) -> tuple[bool, str]:
+    """compile_plan for a run about to train on ``device`` with the MoE ``backend``: a compile
+    mode measured to fail on this model here is refused before anything compiles."""
+    compiled, mode = compile_plan(tc, device)
+    if compiled:
+        capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        fault = compile_mode_fault(
+            mode, backend, tc.model.moe.is_dense, torch_version(), capability
+        )
+        if fault is not None:
+            raise ValueError(fault)
+    return compiled, mode
+
+
 def compile_plan(tc: TrainConfig, device: torch.device) -> tuple[bool, str]:
     """(compile?, mode): the user's choices, or the measured-faster ones where they are
     ``auto``. A mode the user names is kept also when ``compile=auto`` decides to compile

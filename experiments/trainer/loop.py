@@ -33,7 +33,7 @@ from experiments.trainer.checkpoint import (
     set_rng_state,
     training_state,
 )
-from experiments.trainer.compile import compile_plan, eager_stance, uses_cuda_graphs
+from experiments.trainer.compile import checked_compile_plan, eager_stance, uses_cuda_graphs
 from experiments.trainer.evaluation import autocast, evaluate, load_stats, validation_windows
 from experiments.trainer.health import TrainingFailed
 from experiments.trainer.interrupts import Interrupted, Interrupts
@@ -87,7 +87,7 @@ class Trainer:
                 "expert parallelism are not combined here)"
             )
         self.total = tc.steps
-        self.compiled, mode = compile_plan(tc, device)
+        self.compiled, mode = checked_compile_plan(tc, device, self.backend)
         self.graphs = self.compiled and uses_cuda_graphs(mode)
         regions = self.compiled and tc.train.compile_scope == "blocks"
         if self.compiled:

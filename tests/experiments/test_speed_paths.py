@@ -198,3 +198,49 @@ def test_the_compile_plan_keeps_what_the_user_named(compile_, mode, device, expe
     )
     assert tc.steps >= 150 and tc.flops_per_token * tc.tokens_per_step < 1e13
     assert compile_plan(tc, torch.device(device)) == expected
+
+
+@pytest.mark.parametrize(
+    "mode,backend,dense,version,capability,refused",
+    [
+        ("max-autotune", "native", False, (2, 11), (9, 0), True),  # failed on the H200
+        ("max-autotune-no-cudagraphs", "native", False, (2, 11), (9, 0), True),  # same templates
+        ("max-autotune", "native", False, (2, 11), (10, 0), True),
+        ("default", "native", False, (2, 11), (9, 0), False),  # no Triton GEMM templates
+        ("reduce-overhead", "native", False, (2, 11), (9, 0), False),
+        ("max-autotune", "native", True, (2, 11), (9, 0), False),  # dense: no grouped GEMM
+        ("max-autotune", "megablocks", False, (2, 11), (9, 0), False),  # its own GEMMs
+        ("max-autotune", "native", False, (2, 11), (8, 0), False),  # inductor: no template
+        ("max-autotune", "native", False, (2, 11), None, False),  # CPU
+        ("max-autotune", "native", False, (2, 12), (9, 0), False),  # not measured: let through
+    ],
+)
+def test_max_autotune_is_refused_where_its_grouped_gemm_templates_fail(
+    mode, backend, dense, version, capability, refused
+):
+    from experiments.trainer.compile import compile_mode_fault
+
+    fault = compile_mode_fault(mode, backend, dense, version, capability)
+    assert (fault is not None) == refused
+    if refused:
+        assert f"train.compile_mode={mode}" in fault and "compile_mode=default" in fault
+
+
+def test_a_run_refuses_max_autotune_before_compiling_where_it_fails(monkeypatch):
+    """The trainer's plan asks the device and torch's version: an E8 model in max-autotune on a
+    9.0 GPU under torch 2.11 is refused with the fix; the dense model and default mode are not."""
+    from experiments.benchmarks.run_profile import train_config
+    from experiments.trainer import compile as compile_mod
+
+    monkeypatch.setattr(compile_mod.torch, "__version__", "2.11.0+cu130")
+    monkeypatch.setattr(compile_mod.torch.cuda, "get_device_capability", lambda device: (9, 0))
+    cuda = torch.device("cuda")
+    moe = ["model=tiny", "budget.flops=1e12", "train.compile=true", "moe=e8k1"]
+    with pytest.raises(ValueError, match="compile_mode=max-autotune fails"):
+        compile_mod.checked_compile_plan(
+            train_config([*moe, "train.compile_mode=max-autotune"]), cuda, "native"
+        )
+    default = train_config([*moe, "train.compile_mode=default"])
+    assert compile_mod.checked_compile_plan(default, cuda, "native") == (True, "default")
+    dense = train_config(["model=tiny", "budget.flops=1e12", "train.compile_mode=max-autotune"])
+    assert compile_mod.checked_compile_plan(dense, cuda, "native") == (True, "max-autotune")
