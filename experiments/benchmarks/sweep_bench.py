@@ -37,7 +37,8 @@ SWEEP_CONFIGS = {
     "whole-model": ("packed, MPS, whole-model compile", [], ["train.compile_scope=model"]),
     "eager": ("packed, MPS, eager", [], ["train.compile=false"]),
     "max-autotune": (
-        "packed, MPS, compile max-autotune (Triton GEMM templates)",
+        "packed, MPS, compile max-autotune (Triton GEMM templates; its MoE runs refuse it "
+        "on Hopper with torch 2.11)",
         [],
         ["train.compile_mode=max-autotune"],
     ),
