@@ -54,7 +54,7 @@ def compile_mode_fault(
     return (
         f"train.compile_mode={mode} fails to compile the native experts' grouped GEMMs with "
         f"torch {torch_version[0]}.{torch_version[1]} on this GPU (inductor's Triton templates: "
-        "docs/gpu-performance.md); use compile_mode=default or auto, or moe.backend=megablocks"
+        "docs/gpu-performance.md); use train.compile_mode=default or auto"
     )
 
 
