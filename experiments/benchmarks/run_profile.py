@@ -6,7 +6,9 @@
 Builds the run's Trainer as ``experiments.train`` does, then times: setup (model, data,
 optimiser), the first steps (compilation, allocator growth), and steady steps (host time per
 step, and device time with a synchronise per step), and prints torch.profiler's top operators
-over ten steady steps, on the host and on the GPU. Nothing is written to a run directory.
+over ten steady steps, on the host and on the GPU. Where the run compiles, it also prints the
+compiler's phases in the first steps (``compile_phases_s``: tracing, inductor's forward and
+backward, waiting on Triton's compile workers), which is what a cold warm-up is made of. Nothing is written to a run directory.
 
 The JSON's ``gpu_ms_per_step`` is the profiled steps' kernel time (the table's "Self CUDA time
 total" over ten steps): what one step costs the GPU with the host taken away, as packed runs
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from experiments.benchmarks.timing import kernel_ms_per_step
+from experiments.benchmarks.timing import compile_phases_s, kernel_ms_per_step
 from experiments.config import from_dict
 from experiments.data.dataset import open_dataset
 from experiments.distributed.devices import DATASHEET_BF16_PEAK, gpu_slot, peak_flops
@@ -74,6 +76,7 @@ def main(argv: list[str]) -> None:
             trainer.train_step(step)
         trainer.flush()
         t_first = time.perf_counter() - t0
+        phases = compile_phases_s()
         n = 50
         t0 = time.perf_counter()
         for step in range(3, 3 + n):
@@ -98,6 +101,11 @@ def main(argv: list[str]) -> None:
         print(
             f"data {t_data:.2f}s, setup (incl. data) {t_setup:.2f}s, first 3 steps {t_first:.2f}s"
         )
+        if phases:
+            print(
+                "compiler phases in the first 3 steps (s; nested): "
+                + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+            )
         print(
             f"steady step: {1e3 * t_async:.2f} ms ({tokens / t_async:,.0f} tok/s, MFU "
             f"{tokens * tc.flops_per_token / t_async / peak:.2%}); host alone "
@@ -115,6 +123,7 @@ def main(argv: list[str]) -> None:
             "setup_s": t_setup,
             "setup_parts_cumulative_s": trainer.setup_parts,
             "first_3_steps_s": t_first,
+            "compile_phases_s": phases,
             "step_ms": 1e3 * t_async,
             "host_ms": 1e3 * t_host,
             "synced_step_ms": 1e3 * t_synced,

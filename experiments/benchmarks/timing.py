@@ -43,3 +43,32 @@ def kernel_ms_per_step(prof, steps: int) -> float:
     events = prof.key_averages()
     kernels_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA)
     return kernels_us / 1e3 / steps
+
+
+# The compiler's phases worth reading when a run's warm-up is long (torch._dynamo's timers,
+# seconds summed over every graph compiled so far): tracing, the forward's and the backward's
+# inductor compile, waiting on Triton's compile workers, and benchmarking kernel configs.
+COMPILE_PHASES = (
+    "_compile.compile_inner",
+    "OutputGraph.call_user_compiler",
+    "compile_fx.<locals>.fw_compiler_base",
+    "compile_fx.<locals>.bw_compiler",
+    "GraphLowering.run",
+    "Scheduler.codegen",
+    "async_compile.wait",
+    "PyCodeCache.load_by_key_path",
+    "CachingAutotuner.benchmark_all_configs",
+    "min_cut_rematerialization_partition",
+)
+
+
+def compile_phases_s() -> dict[str, float]:
+    """Seconds spent so far in each of COMPILE_PHASES that ran (phases nest: they do not sum)."""
+    from torch._dynamo.utils import compile_times
+
+    table = compile_times(repr="csv", aggregate=True)
+    if not isinstance(table, tuple):
+        return {}
+    names, seconds = table
+    spent = dict(zip(names, seconds))
+    return {k: float(spent[k]) for k in COMPILE_PHASES if k in spent}

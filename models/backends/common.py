@@ -41,46 +41,37 @@ def _gate_up(h_N2F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _SwiGLU(torch.autograd.Function):
-    """y_NF = silu(g_NF) * u_NF [* w_N1] with h_N2F = [g | u], its backward written out.
+    """y_NF = silu(g_NF) * u_NF with h_N2F = [g | u], its backward written out.
 
-    ``w_N1``: the router's weight of each row (native experts), applied here, linear through the
-    down projection, so that the combine is a plain sum over K; None for a dense layer. In
-    float32 (float64 stays float64), rounded to h's dtype once. Autograd's own backward of this
-    expression made inductor emit two kernels over the step's largest activation (on the H200,
-    d 192, E16: 119 us and 49 us a layer, 2-3x what reading it once costs): one wrote the two
-    halves of dh through a slice-backward, and another read everything again for the router
-    weight's gradient. Written out, the first takes 105 us (with the loss's backward written
-    out too, the study step's kernels took 1.5% less: docs/gpu-performance.md, twelfth
-    session). It is still not one read of each input: inductor lowers the concatenation of dg
-    and du as one pointwise kernel over both halves, which loads g and the incoming gradient
-    once for each half."""
+    In float32 (float64 stays float64), rounded to h's dtype once. Autograd's own backward of
+    this expression made inductor emit a kernel that wrote the two halves of dh through a
+    slice-backward, 2-3x what reading the inputs once costs; written out, the study step's
+    kernels took 1.5% less (docs/gpu-performance.md, twelfth session). It is still not one read
+    of each input: inductor lowers the concatenation of dg and du as one pointwise kernel over
+    both halves, which loads g and the incoming gradient once for each half (interleaving the
+    halves was slower: thirteenth session). The native experts apply the router's weight after
+    the down projection, not here (models/backends/native.py says why)."""
 
     @staticmethod
-    def forward(ctx, h_N2F, w_N1):  # type: ignore[override]
-        ctx.save_for_backward(h_N2F, w_N1)
+    def forward(ctx, h_N2F):  # type: ignore[override]
+        ctx.save_for_backward(h_N2F)
         g, u = _gate_up(h_N2F)
-        y = F.silu(g) * u
-        return (y if w_N1 is None else y * w_N1).to(h_N2F.dtype)
+        return (F.silu(g) * u).to(h_N2F.dtype)
 
     @staticmethod
     def backward(ctx, gy_NF):  # type: ignore[override]
-        h_N2F, w_N1 = ctx.saved_tensors
+        (h_N2F,) = ctx.saved_tensors
         g, u = _gate_up(h_N2F)
         gy = gy_NF.to(g.dtype)
         sig = torch.sigmoid(g)
-        silu = g * sig
-        gyw = gy if w_N1 is None else gy * w_N1
-        dg = gyw * u * sig * (1 + g * (1 - sig))  # silu'(g) = sig (1 + g (1 - sig))
-        du = gyw * silu
-        dh = torch.cat((dg, du), -1).to(h_N2F.dtype)
-        if w_N1 is None:
-            return dh, None
-        return dh, (gy * silu * u).sum(-1, keepdim=True).to(w_N1.dtype)
+        dg = gy * u * sig * (1 + g * (1 - sig))  # silu'(g) = sig (1 + g (1 - sig))
+        du = gy * g * sig
+        return torch.cat((dg, du), -1).to(h_N2F.dtype)
 
 
-def swiglu(h_N2F: torch.Tensor, w_N1: torch.Tensor | None = None) -> torch.Tensor:
-    """silu(gate) * up [* w_N1] of h_N2F = [gate | up] (see _SwiGLU)."""
-    return _SwiGLU.apply(h_N2F, w_N1)
+def swiglu(h_N2F: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up of h_N2F = [gate | up] (see _SwiGLU)."""
+    return _SwiGLU.apply(h_N2F)
 
 
 def activation(h_NH: torch.Tensor, glu: bool) -> torch.Tensor:

@@ -170,7 +170,12 @@ def _grouped_mm_runs_here() -> bool:
 
 @pytest.mark.skipif(not _grouped_mm_runs_here(), reason="torch._grouped_mm not on this CPU build")
 @pytest.mark.parametrize(
-    "moe_kw", [dict(num_experts=8, top_k=2), dict(num_experts=16, top_k=4, expert_type="mlp")]
+    "moe_kw",
+    [
+        dict(num_experts=8, top_k=1),
+        dict(num_experts=8, top_k=2),
+        dict(num_experts=16, top_k=4, expert_type="mlp"),
+    ],
 )
 def test_native_backend_logic_matches_torch_backend_on_cpu(moe_kw):
     """The CUDA backend's permutation/grouped-GEMM logic, checked where torch runs it on CPU."""
