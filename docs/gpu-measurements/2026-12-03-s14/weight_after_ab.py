@@ -1,5 +1,7 @@
-"""Fourteenth session's A/B: the native experts with the router's weight applied after the down
-projection instead of inside the SwiGLU.
+"""Fourteenth session's A/B, measured in call 3 and landed in f553ed7: the native experts with
+the router's weight applied after the down projection instead of inside the SwiGLU. Since
+f553ed7 ``weight_after_experts`` is what ``models.backends.native.native_experts`` computes;
+to rerun the A/B, check out f553ed7^ (its SwiGLU still takes the weight).
 
 Call 1's profiles: the router weight's gradient, a reduction over every assignment's F hidden
 units (it needs silu(g) * u * the incoming gradient), took 393 us a layer at the base model's
