@@ -8,7 +8,8 @@ optimiser), the first steps (compilation, allocator growth), and steady steps (h
 step, and device time with a synchronise per step), and prints torch.profiler's top operators
 over ten steady steps, on the host and on the GPU. Where the run compiles, it also prints the
 compiler's phases in the first steps (``compile_phases_s``: tracing, inductor's forward and
-backward, waiting on Triton's compile workers), which is what a cold warm-up is made of. Nothing is written to a run directory.
+backward, waiting on Triton's compile workers), which is what a cold warm-up is made of.
+Nothing is written to a run directory.
 
 The JSON's ``gpu_ms_per_step`` is the profiled steps' kernel time (the table's "Self CUDA time
 total" over ten steps): what one step costs the GPU with the host taken away, as packed runs
