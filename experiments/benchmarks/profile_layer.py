@@ -13,9 +13,8 @@ import argparse
 import sys
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
-from experiments.benchmarks.timing import kernel_ms_per_step
+from experiments.benchmarks.timing import profile_kernels
 from models import ModelConfig, MoEConfig
 from models.moe import DenseMLP, MoE
 
@@ -53,18 +52,9 @@ def main(argv: list[str]) -> None:
             outputs, grads = [y, aux.aux_loss], [gy, torch.ones_like(aux.aux_loss)]
         torch.autograd.backward(outputs, grads)
 
-    for _ in range(5):
-        step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(10):
-            step()
-        torch.cuda.synchronize()
-    table = prof.key_averages().table(
-        sort_by="cuda_time_total", row_limit=a.rows, max_name_column_width=90
-    )
+    table, ms = profile_kernels(step, a.rows)
     print(table)
-    print(f"GPU kernel time: {kernel_ms_per_step(prof, 10):.3f} ms a step (fwd+bwd)")
+    print(f"GPU kernel time: {ms:.3f} ms a step (fwd+bwd)")
 
 
 if __name__ == "__main__":

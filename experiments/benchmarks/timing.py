@@ -35,6 +35,24 @@ def matmul_peak_tflops(n: int = 8192) -> float:
     return 2 * n**3 / ms / 1e9
 
 
+def profile_kernels(step, rows: int, warmup: int = 5, steps: int = 10) -> tuple[str, float]:
+    """(torch.profiler's CUDA kernel table, GPU kernel ms a step) of ``step`` run ``steps``
+    times after ``warmup`` unprofiled runs (compilation, allocator growth)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(
+        sort_by="cuda_time_total", row_limit=rows, max_name_column_width=90
+    )
+    return table, kernel_ms_per_step(prof, steps)
+
+
 def kernel_ms_per_step(prof, steps: int) -> float:
     """GPU kernel time a step over ``steps`` profiled steps (torch.profiler), summed as its
     table's "Self CUDA time total" sums it: the kernel events' own time, each once."""

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from experiments.benchmarks.timing import kernel_ms_per_step
+from experiments.benchmarks.timing import profile_kernels
 from models import ModelConfig
 from models.transformer import Attention, apply_rotary, rotary_tables
 
@@ -119,20 +119,9 @@ def measure(variant: str, a) -> float:
             y = layer(x, cos, sin)
         y.backward(gy)
 
-    for _ in range(5):
-        step()
-    torch.cuda.synchronize()
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(10):
-            step()
-        torch.cuda.synchronize()
-    table = prof.key_averages().table(
-        sort_by="cuda_time_total", row_limit=a.rows, max_name_column_width=90
-    )
+    table, ms = profile_kernels(step, a.rows)
     print(f"--- {variant}\n{table}")
-    return kernel_ms_per_step(prof, 10)
+    return ms
 
 
 def main(argv: list[str]) -> None:
