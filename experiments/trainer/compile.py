@@ -78,6 +78,26 @@ def checked_compile_plan(tc: TrainConfig, device: torch.device, backend: str) ->
     return compiled, mode
 
 
+def start_compile_workers(device: torch.device) -> bool:
+    """Start inductor's pool of Triton compile workers now (True: asked to start).
+
+    Inductor starts them when the first graph reaches it, after the run's setup and dynamo's
+    tracing, and the cold d 192 study run then waited 3.6 s on them (fourteenth session).
+    Started before the model is built, they come up during the setup: the first 3 steps took
+    14.35 and 14.97 s against 15.54 and 17.01 s, alternated on the H200 (fifteenth session,
+    docs/gpu-performance.md). Only on CUDA, where the pool compiles Triton kernels; started
+    once a process (a sweep's worker keeps its pool from run to run)."""
+    from torch._inductor import async_compile
+
+    # what inductor calls itself (it honours TORCH_WARM_POOL=0); absent from older versions,
+    # where the pool starts when the first graph reaches inductor, as it did before
+    warm = getattr(async_compile, "maybe_warm_pool", None)
+    if device.type != "cuda" or warm is None:
+        return False
+    warm()
+    return True
+
+
 def compile_plan(tc: TrainConfig, device: torch.device) -> tuple[bool, str]:
     """(compile?, mode): the user's choices, or the measured-faster ones where they are
     ``auto``. A mode the user names is kept also when ``compile=auto`` decides to compile

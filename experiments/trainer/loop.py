@@ -33,7 +33,12 @@ from experiments.trainer.checkpoint import (
     set_rng_state,
     training_state,
 )
-from experiments.trainer.compile import checked_compile_plan, eager_stance, uses_cuda_graphs
+from experiments.trainer.compile import (
+    checked_compile_plan,
+    eager_stance,
+    start_compile_workers,
+    uses_cuda_graphs,
+)
 from experiments.trainer.evaluation import autocast, evaluate, load_stats, validation_windows
 from experiments.trainer.health import TrainingFailed
 from experiments.trainer.interrupts import Interrupted, Interrupts
@@ -66,6 +71,9 @@ class Trainer:
         cfg = replace(tc.model, moe=replace(tc.model.moe, backend=self.backend))
         torch.manual_seed(tc.seed)
         self.ep = ep_.expert_groups(self.d, tc.model.moe.expert_parallel)
+        self.compiled, mode = checked_compile_plan(tc, device, self.backend)
+        if self.compiled:
+            start_compile_workers(device)  # they start while the model is built
         # One process: draw the initial weights on the device itself (on the host, base's 720M
         # parameters took seconds to draw and copy). Under torchrun, on the host: FSDP shards
         # what it is given, and every rank draws the same weights there.
@@ -87,7 +95,6 @@ class Trainer:
                 "expert parallelism are not combined here)"
             )
         self.total = tc.steps
-        self.compiled, mode = checked_compile_plan(tc, device, self.backend)
         self.graphs = self.compiled and uses_cuda_graphs(mode)
         regions = self.compiled and tc.train.compile_scope == "blocks"
         if self.compiled:

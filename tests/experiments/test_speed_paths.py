@@ -244,3 +244,18 @@ def test_a_run_refuses_max_autotune_before_compiling_where_it_fails(monkeypatch)
     assert compile_mod.checked_compile_plan(default, cuda, "native") == (True, "default")
     dense = train_config(["model=tiny", "budget.flops=1e12", "train.compile_mode=max-autotune"])
     assert compile_mod.checked_compile_plan(dense, cuda, "native") == (True, "max-autotune")
+
+
+def test_compile_workers_are_started_early_only_on_cuda(monkeypatch):
+    """A compiled CUDA run asks inductor's compile pool to start (once, through inductor's own
+    maybe_warm_pool); a CPU run never starts one, and a torch without the call starts nothing."""
+    from torch._inductor import async_compile
+
+    from experiments.trainer.compile import start_compile_workers
+
+    calls = []
+    monkeypatch.setattr(async_compile, "maybe_warm_pool", lambda: calls.append(1), raising=False)
+    assert start_compile_workers(torch.device("cpu")) is False and calls == []
+    assert start_compile_workers(torch.device("cuda")) is True and calls == [1]
+    monkeypatch.delattr(async_compile, "maybe_warm_pool")
+    assert start_compile_workers(torch.device("cuda")) is False and calls == [1]

@@ -1,4 +1,4 @@
-"""Prepared for the next session's device time (not run yet): two A/Bs that this session's
+"""The fifteenth session's first two A/Bs (call1.sh, call2.sh) that this session's
 profiles point to, each a variant of the committed code set up in-process before the benchmark
 runs, as ../2026-12-03-s12/interleave_ab.py did.
 
@@ -14,7 +14,7 @@ runs, as ../2026-12-03-s12/interleave_ab.py did.
   those workers. Started first (``maybe_warm_pool``, what inductor itself calls), the workers
   would start during the setup. Measure with a fresh TORCHINDUCTOR_CACHE_DIR per process.
 
-    python next_ab.py committed|concat|warm run_profile|profile_layer <their arguments>
+    python ab.py committed|concat|warm run_profile|profile_layer <their arguments>
 """
 
 import sys
@@ -26,8 +26,10 @@ if __name__ == "__main__":
     if variant == "concat":
         import torch._inductor.config as inductor_config
 
-        inductor_config.max_pointwise_cat_inputs = 1
-        inductor_config.max_complex_pointwise_cat_inputs = 1
+        # torch 2.11 has only the first of these; later versions add the second
+        for name in ("max_pointwise_cat_inputs", "max_complex_pointwise_cat_inputs"):
+            if hasattr(inductor_config, name):
+                setattr(inductor_config, name, 1)
     elif variant == "warm":
         from torch._inductor.async_compile import maybe_warm_pool
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepared for the next session (not run yet): next_ab.py's two A/Bs, one process per variant,
+# Fifteenth session, call 1 (prepared in the fourteenth as next_call.sh): ab.py's two A/Bs, one process per variant,
 # alternated twice. The SwiGLU backward as a ConcatKernel: the d 192 E16 layer alone and the
 # study step (GPU kernel time). The compile pool started first: the study run's first 3 steps
 # and setup, each process with a compile cache of its own (cold).
@@ -7,7 +7,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 python3 -m pip install -q --no-deps --no-index .gpu-wheels/*.whl 2>&1 | tail -2
-AB=docs/gpu-measurements/2026-12-03-s14/next_ab.py
+AB=docs/gpu-measurements/2026-12-03-s15/ab.py
 mkdir -p /tmp/p
 LAYER="--tokens 32768 --d-model 192 --ffn 768 --top-k 1 --experts 16 --rows 25 --compile"
 STEP="data.vocab_size=8192 model.d_model=192 model.n_layers=6 model.n_heads=6 model.d_ff=768
