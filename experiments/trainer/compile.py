@@ -86,7 +86,10 @@ def start_compile_workers(device: torch.device) -> bool:
     Started before the model is built, they come up during the setup: the first 3 steps took
     14.35 and 14.97 s against 15.54 and 17.01 s, alternated on the H200 (fifteenth session,
     docs/gpu-performance.md). Only on CUDA, where the pool compiles Triton kernels; started
-    once a process (a sweep's worker keeps its pool from run to run)."""
+    once a process (a sweep's worker keeps its pool from run to run). Not for runs packed
+    several to a GPU: there 8 runs compile at once on 16 cores, and starting each one's
+    workers during its setup made the setups ~1 s longer with no shorter warm-up (the study
+    slice, call 3)."""
     from torch._inductor import async_compile
 
     # what inductor calls itself (it honours TORCH_WARM_POOL=0); absent from older versions,
