@@ -1,15 +1,17 @@
-"""Whether and how a run is compiled (``train.compile``, ``train.compile_mode``), and running
+"""Whether and how a run is compiled (``train.compile``, ``train.compile_mode``), compiling
+it (its compile workers started early, its blocks or the whole model compiled), and running
 its compiled regions eagerly for a while (evaluation)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
 from experiments.config import TrainConfig
+from models import MoETransformer
 
 # train.compile=auto on CUDA, measured on an H100 and an H200 (docs/gpu-performance.md):
 # regional compilation costs 18-21 s a shape on a cold machine (6 s from a carried cache) and
@@ -99,6 +101,26 @@ def start_compile_workers(device: torch.device) -> bool:
         return False
     warm()
     return True
+
+
+def compiled_step(
+    model: MoETransformer,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module],
+    mode: str | None,
+    scope: str,
+) -> torch.nn.Module:
+    """What a training step calls: the model wrapped for its ranks (``wrap``), its blocks
+    compiled in ``mode`` (``scope`` blocks) or the whole of it compiled; None: eager."""
+    if mode is None:
+        return wrap(model)
+    # A sweep's worker trains run after run in one process: start from empty in-memory compile
+    # caches (and CUDA-graph pools) rather than pile up every earlier run's. The on-disk caches
+    # stay, so a shape seen before compiles from them in seconds.
+    torch._dynamo.reset()
+    if scope == "blocks":
+        model.compile_regions(mode)
+        return wrap(model)
+    return torch.compile(wrap(model), mode=mode)
 
 
 def compile_plan(tc: TrainConfig, device: torch.device) -> tuple[bool, str]:

@@ -35,6 +35,7 @@ from experiments.trainer.checkpoint import (
 )
 from experiments.trainer.compile import (
     checked_compile_plan,
+    compiled_step,
     eager_stance,
     start_compile_workers,
     uses_cuda_graphs,
@@ -96,17 +97,12 @@ class Trainer:
             )
         self.total = tc.steps
         self.graphs = self.compiled and uses_cuda_graphs(mode)
-        regions = self.compiled and tc.train.compile_scope == "blocks"
-        if self.compiled:
-            # A sweep's worker trains run after run in one process: start from empty in-memory
-            # compile caches (and CUDA-graph pools) rather than pile up every earlier run's.
-            # The on-disk caches stay, so a shape seen before compiles from them in seconds.
-            torch._dynamo.reset()
-        if regions:
-            self.model.compile_regions(mode)
-        wrapped = dist_.wrap(self.model, self.d, self.parallel, device)
-        compile_whole = self.compiled and not regions
-        self.step_fn = torch.compile(wrapped, mode=mode) if compile_whole else wrapped
+        self.step_fn = compiled_step(
+            self.model,
+            lambda model: dist_.wrap(model, self.d, self.parallel, device),
+            mode if self.compiled else None,
+            tc.train.compile_scope,
+        )
         # Fused AdamW does not take FSDP's sharded (DTensor) parameters.
         fused = device.type == "cuda" and self.parallel != "fsdp"
         self.opt = build_optimizer(self.model, tc.optim, device, fused=fused)

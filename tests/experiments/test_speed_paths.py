@@ -259,3 +259,36 @@ def test_compile_workers_are_started_early_only_on_cuda(monkeypatch):
     assert start_compile_workers(torch.device("cuda")) is True and calls == [1]
     monkeypatch.delattr(async_compile, "maybe_warm_pool")
     assert start_compile_workers(torch.device("cuda")) is False and calls == [1]
+
+
+def test_the_step_compiles_its_blocks_the_whole_model_or_nothing(monkeypatch):
+    """compiled_step: eager is the wrapped model alone; scope ``blocks`` compiles each block
+    (compile_regions in the run's mode) and wraps the model; scope ``model`` compiles the
+    wrapped model whole. Compiling first empties dynamo's in-memory caches (a sweep's worker
+    trains run after run)."""
+    from experiments.trainer import compile as compile_mod
+
+    calls: list = []
+
+    class Model:
+        def compile_regions(self, mode):
+            calls.append(("regions", mode))
+
+    def wrap(model):
+        calls.append(("wrap", model))
+        return ("wrapped", model)
+
+    monkeypatch.setattr(compile_mod.torch._dynamo, "reset", lambda: calls.append(("reset",)))
+    monkeypatch.setattr(
+        compile_mod.torch, "compile", lambda m, mode: calls.append(("whole", mode)) or ("c", m)
+    )
+    model = Model()
+    assert compile_mod.compiled_step(model, wrap, None, "blocks") == ("wrapped", model)
+    assert calls == [("wrap", model)]
+    calls.clear()
+    assert compile_mod.compiled_step(model, wrap, "default", "blocks") == ("wrapped", model)
+    assert calls == [("reset",), ("regions", "default"), ("wrap", model)]
+    calls.clear()
+    got = compile_mod.compiled_step(model, wrap, "reduce-overhead", "model")
+    assert got == ("c", ("wrapped", model))
+    assert calls == [("reset",), ("wrap", model), ("whole", "reduce-overhead")]
