@@ -85,9 +85,9 @@ def start_compile_workers(device: torch.device) -> bool:
 
     Inductor starts them when the first graph reaches it, after the run's setup and dynamo's
     tracing, and the cold d 192 study run then waited 3.6 s on them (fourteenth session).
-    Started before the model is built, they come up during the setup: the first 3 steps took
-    14.35 and 14.97 s against 15.54 and 17.01 s, alternated on the H200 (fifteenth session,
-    docs/gpu-performance.md). Only on CUDA, where the pool compiles Triton kernels; started
+    Started before the model is built, they come up during the setup: the d256 run as users
+    launch it took 1.0-3.6 s less in each of 3 pairs alternated on the H200, training alike
+    (fifteenth session, docs/gpu-performance.md). Only on CUDA, where the pool compiles Triton kernels; started
     once a process (a sweep's worker keeps its pool from run to run). Not for runs packed
     several to a GPU: there 8 runs compile at once on 16 cores, and starting each one's
     workers during its setup made the setups ~1 s longer with no shorter warm-up (the study
