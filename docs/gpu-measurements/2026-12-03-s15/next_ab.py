@@ -32,8 +32,10 @@ if __name__ == "__main__":
         made = {}
         build = loop.build_optimizer
 
-        def build_and_keep(*args, **kwargs):
-            made["opt"] = build(*args, **kwargs)
+        def build_and_keep(model, cfg, device, fused=None):
+            # fused as the trainer builds it on a GPU (and on the CPU too, where torch has a
+            # fused AdamW: a smoke test there reaches the same code)
+            made["opt"] = build(model, cfg, device, fused=True)
             return made["opt"]
 
         def clip_in_adam(model, max_norm, ep):
