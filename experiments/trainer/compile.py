@@ -80,24 +80,25 @@ def checked_compile_plan(tc: TrainConfig, device: torch.device, backend: str) ->
     return compiled, mode
 
 
-def start_compile_workers(device: torch.device) -> bool:
+def start_compile_workers(device: torch.device, gpu_slots: int) -> bool:
     """Start inductor's pool of Triton compile workers now (True: asked to start).
 
     Inductor starts them when the first graph reaches it, after the run's setup and dynamo's
     tracing, and the cold d 192 study run then waited 3.6 s on them (fourteenth session).
     Started before the model is built, they come up during the setup: the d256 run as users
     launch it took 1.0-3.6 s less in each of 3 pairs alternated on the H200, training alike
-    (fifteenth session, docs/gpu-performance.md). Only on CUDA, where the pool compiles Triton kernels; started
-    once a process (a sweep's worker keeps its pool from run to run). Not for runs packed
-    several to a GPU: there 8 runs compile at once on 16 cores, and starting each one's
-    workers during its setup made the setups ~1 s longer with no shorter warm-up (the study
-    slice, call 3)."""
+    (fifteenth session, docs/gpu-performance.md). Only on CUDA, where the pool compiles Triton
+    kernels; started once a process (a sweep's worker keeps its pool from run to run).
+
+    Not for runs packed several to a GPU (``gpu_slots`` > 1): there 8 runs compile at once on
+    16 cores, and starting each one's workers during its setup made the setups ~1 s longer
+    with no shorter warm-up (the study slice, fifteenth session, call 3)."""
     from torch._inductor import async_compile
 
     # what inductor calls itself (it honours TORCH_WARM_POOL=0); absent from older versions,
     # where the pool starts when the first graph reaches inductor, as it did before
     warm = getattr(async_compile, "maybe_warm_pool", None)
-    if device.type != "cuda" or warm is None:
+    if device.type != "cuda" or gpu_slots > 1 or warm is None:
         return False
     warm()
     return True

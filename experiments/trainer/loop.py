@@ -73,8 +73,8 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.ep = ep_.expert_groups(self.d, tc.model.moe.expert_parallel)
         self.compiled, mode = checked_compile_plan(tc, device, self.backend)
-        if self.compiled and tc.run.gpu_slots == 1:  # not packed: start_compile_workers says why
-            start_compile_workers(device)  # they start while the model is built
+        if self.compiled:  # the workers start while the model is built
+            start_compile_workers(device, tc.run.gpu_slots)
         # One process: draw the initial weights on the device itself (on the host, base's 720M
         # parameters took seconds to draw and copy). Under torchrun, on the host: FSDP shards
         # what it is given, and every rank draws the same weights there.

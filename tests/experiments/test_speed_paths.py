@@ -248,17 +248,19 @@ def test_a_run_refuses_max_autotune_before_compiling_where_it_fails(monkeypatch)
 
 def test_compile_workers_are_started_early_only_on_cuda(monkeypatch):
     """A compiled CUDA run asks inductor's compile pool to start (once, through inductor's own
-    maybe_warm_pool); a CPU run never starts one, and a torch without the call starts nothing."""
+    maybe_warm_pool); a CPU run never starts one, nor does a run packed with others on its GPU,
+    and a torch without the call starts nothing."""
     from torch._inductor import async_compile
 
     from experiments.trainer.compile import start_compile_workers
 
     calls = []
     monkeypatch.setattr(async_compile, "maybe_warm_pool", lambda: calls.append(1), raising=False)
-    assert start_compile_workers(torch.device("cpu")) is False and calls == []
-    assert start_compile_workers(torch.device("cuda")) is True and calls == [1]
+    assert start_compile_workers(torch.device("cpu"), 1) is False and calls == []
+    assert start_compile_workers(torch.device("cuda"), 8) is False and calls == []
+    assert start_compile_workers(torch.device("cuda"), 1) is True and calls == [1]
     monkeypatch.delattr(async_compile, "maybe_warm_pool")
-    assert start_compile_workers(torch.device("cuda")) is False and calls == [1]
+    assert start_compile_workers(torch.device("cuda"), 1) is False and calls == [1]
 
 
 def test_the_step_compiles_its_blocks_the_whole_model_or_nothing(monkeypatch):

@@ -14,7 +14,7 @@ if __name__ == "__main__":
     if variant == "late":
         import experiments.trainer.loop as loop
 
-        loop.start_compile_workers = lambda device: False  # type: ignore[assignment]
+        loop.start_compile_workers = lambda *args: False  # type: ignore[assignment]
     elif variant != "early":
         raise SystemExit(f"unknown variant {variant!r}: early or late")
     sys.argv[0] = "experiments.train"
